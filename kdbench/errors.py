@@ -1,0 +1,41 @@
+"""Every error kdbench raises on purpose. Only the CLI turns them into messages and exit codes."""
+
+
+class KdbenchError(Exception):
+    """Base class: a problem the user can act on, with a one-line message."""
+
+    exit_code = 1
+
+
+class SuiteError(KdbenchError):
+    """A suite file is malformed or names something that does not validate."""
+
+    exit_code = 2
+
+
+class UnknownComponentError(SuiteError):
+    """A suite names a component no loaded plugin registers."""
+
+
+class PluginError(KdbenchError):
+    """A plugin failed to load or registered something inconsistent."""
+
+    exit_code = 3
+
+
+class DataError(KdbenchError):
+    """Input data is missing or unusable (missing audio file, empty transcript, ...)."""
+
+    exit_code = 4
+
+
+class CheckpointError(KdbenchError):
+    """A model checkpoint cannot be loaded into the declared architecture."""
+
+    exit_code = 4
+
+
+class RunFailed(KdbenchError):
+    """One or more runs of a suite failed; the others finished and were recorded."""
+
+    exit_code = 5

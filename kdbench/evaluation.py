@@ -1,0 +1,89 @@
+"""Evaluate one model on one target: predictions on every test set, then every metric."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from kdbench.interfaces import Evaluation, Example, Frontend, Measurement, Metric, Model, ModelOutput, Target, Task
+
+
+class Deployable(nn.Module):
+    """Front end and model together: what a target runs and times (feature extraction
+    included, file decoding not)."""
+
+    def __init__(self, frontend: Frontend, model: Model):
+        super().__init__()
+        self.frontend = frontend
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        feats, feat_lengths = self.frontend(inputs, lengths)
+        return self.model(feats, feat_lengths)
+
+
+@dataclass
+class EvaluationResult:
+    measurements: list[Measurement]
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {m.name: m.value for m in self.measurements}
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return None
+
+
+def predict(deployed: nn.Module, task: Task, examples: Sequence[Example], batch_size: int = 16) -> list[Any]:
+    predictions: list[Any] = []
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            batch = task.collate(examples[start:start + batch_size])
+            predictions += task.predict(deployed(batch.inputs, batch.input_lengths))
+    return predictions
+
+
+def evaluate(
+    model: Model,
+    frontend: Frontend,
+    task: Task,
+    tests: dict[str, list[Example]],
+    metrics: Sequence[Metric],
+    target: Target,
+) -> EvaluationResult:
+    deployed = target.prepare(Deployable(frontend, model).eval())
+    measurements: list[Measurement] = []
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    for split, examples in tests.items():
+        preds = predict(deployed, task, examples)
+        refs = [task.reference(e) for e in examples]
+        predictions[split] = [{"id": e.id, "prediction": _jsonable(p), "reference": _jsonable(r)}
+                              for e, p, r in zip(examples, preds, refs)]
+        ev = Evaluation(split, list(examples), preds, refs, None, deployed, None)
+        for metric in metrics:
+            if metric.scope == "split":
+                for m in metric.compute(ev):
+                    m.name = f"{split}/{m.name}"
+                    measurements.append(m)
+
+    first = next(iter(tests.values()))
+
+    def run_one(example: Example) -> Any:
+        batch = task.collate([example])
+        with torch.inference_mode():
+            return deployed(batch.inputs, batch.input_lengths)
+
+    ev = Evaluation(None, list(first), [], [], run_one, deployed, target.artifact_bytes(deployed))
+    for metric in metrics:
+        if metric.scope == "model":
+            measurements += metric.compute(ev)
+    return EvaluationResult(measurements, predictions)

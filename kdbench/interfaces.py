@@ -1,0 +1,205 @@
+"""What each kind of component provides. Plugins implement these; the core only calls them.
+
+Nothing here assumes audio in or text out: a Task turns examples into batches and model
+outputs into predictions, so ASR, enhancement and TTS share one runner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance: an id unique within its corpus, the model input and the reference."""
+
+    id: str
+    input: Any
+    target: Any
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Corpus:
+    """A training set and named test sets (e.g. ``test-seen``, ``test-unseen``)."""
+
+    name: str
+    train: list[Example]
+    tests: dict[str, list[Example]]
+    info: dict[str, Any]
+    fingerprint: str  # content hash: changes whenever any example's data changes
+
+
+@dataclass
+class Batch:
+    """Padded inputs and targets of several examples, as a Task collates them."""
+
+    ids: list[str]
+    inputs: torch.Tensor
+    input_lengths: torch.Tensor
+    targets: Any = None
+    target_lengths: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelOutput:
+    """A model's output sequence, its valid lengths, and named hidden states for hint losses.
+
+    ``output`` is (batch, time, channels); every ``hidden`` tensor is (batch, time, dim)
+    and may run at another frame rate than ``output``.
+    """
+
+    output: torch.Tensor
+    lengths: torch.Tensor
+    hidden: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model factory needs to know: input feature size, output size, task extras."""
+
+    input_dim: int
+    output_dim: int
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Model(nn.Module):
+    """A teacher or student. ``hidden_dims`` names the layers a hint loss may match."""
+
+    hidden_dims: dict[str, int] = {}
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Frontend(nn.Module):
+    """Fixed transform from padded raw inputs to model features: ``(x, lengths) -> (feats, lengths)``."""
+
+    output_dim: int = 0
+
+
+class Augmentation(ABC):
+    """A training-time perturbation of one example's input (stage ``input``) or features
+    (stage ``features``). Drawing all randomness from ``generator`` lets kdbench replay the
+    exact perturbation for the teacher and the student."""
+
+    stage: str = "input"
+
+    @abstractmethod
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class Task(ABC):
+    """Turns examples into batches and model outputs into predictions comparable to references."""
+
+    #: the loss a teacher is trained with when no checkpoint is given
+    default_loss: str = ""
+
+    def setup(self, corpus: Corpus) -> None:
+        """Learn whatever depends on the data (a vocabulary, ...). Called before anything else."""
+
+    @abstractmethod
+    def output_dim(self) -> int: ...
+
+    @abstractmethod
+    def collate(self, examples: Sequence[Example]) -> Batch: ...
+
+    @abstractmethod
+    def predict(self, output: ModelOutput) -> list[Any]:
+        """One prediction per batch item (a transcript, a waveform, ...)."""
+
+    def reference(self, example: Example) -> Any:
+        return example.target
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state that changes outputs (part of cache keys)."""
+        return {}
+
+
+class Loss(nn.Module):
+    """A training objective. A KD loss declares what it needs from the teacher."""
+
+    requires_teacher: bool = False
+
+    @classmethod
+    def teacher_layers_for(cls, options: Any) -> tuple[str, ...]:
+        """Teacher hidden layers this loss reads, so the teacher-output cache stores them."""
+        return ()
+
+    def forward(self, student: ModelOutput, batch: Batch, teacher: ModelOutput | None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class Measurement:
+    """One reported number with the metadata a leaderboard needs to sort and label it."""
+
+    name: str
+    value: float
+    unit: str = ""
+    higher_is_better: bool = False
+    coverage: tuple[int, int] | None = None  # (scored, total) utterances
+
+
+@dataclass
+class Evaluation:
+    """Everything a metric may read about one model evaluated on one target."""
+
+    split: str | None  # test-set name; None for model-level metrics (size, latency)
+    examples: list[Example]
+    predictions: list[Any]
+    references: list[Any]
+    run: Callable[[Example], Any] | None  # runs the prepared model on one example (for timing)
+    model: nn.Module | None
+    artifact_bytes: int | None  # size of the model as deployed on the target
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric(ABC):
+    """``scope`` is ``split`` (computed per test set from predictions) or ``model``
+    (computed once per target from the model itself)."""
+
+    scope: str = "split"
+
+    @abstractmethod
+    def compute(self, evaluation: Evaluation) -> list[Measurement]: ...
+
+
+class Target(ABC):
+    """Where a model is re-measured. ``prepare`` returns the model as it runs there."""
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    @abstractmethod
+    def prepare(self, model: nn.Module) -> nn.Module: ...
+
+    def artifact_bytes(self, model: nn.Module) -> int:
+        """Size of ``model`` (as returned by ``prepare``) when deployed on this target."""
+        import io
+
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        return buf.getbuffer().nbytes
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about this target (threads, precision, ...)."""
+        return {}
+
+
+class Reporter(ABC):
+    @abstractmethod
+    def report(self, results: Any, out_dir: Any, suite_name: str) -> list[Any]:
+        """Publish a results table; return the paths written."""
+
+
+class Executor(ABC):
+    @abstractmethod
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        """Apply ``fn`` to every job; exceptions are captured by ``fn`` itself."""

@@ -1,0 +1,59 @@
+"""Expand a suite into runs: teacher x student x loss x seed (targets are evaluated per run).
+
+A loss that needs no teacher (the no-KD baseline) gives one run per student and seed,
+shared by all teachers, so a suite with two teachers does not train the baseline twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kdbench.errors import SuiteError
+from kdbench.hashing import stable_hash
+from kdbench.suite import Resolved, ResolvedSuite
+
+RUN_FORMAT = 1  # bump when a change to kdbench invalidates finished runs
+
+
+def requires_teacher(loss: Resolved) -> bool:
+    return bool(getattr(loss.component.factory, "requires_teacher", False))
+
+
+def teacher_layers(loss: Resolved) -> tuple[str, ...]:
+    """Teacher hidden layers a loss will read, known before any run so one pass caches them all."""
+    declare = getattr(loss.component.factory, "teacher_layers_for", None)
+    return tuple(declare(loss.options)) if declare else ()
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    student: Resolved
+    loss: Resolved
+    teacher: int | None  # index into the suite's teachers
+    seed: int
+
+    def key(self, base: dict[str, Any], teacher_keys: dict[int, str], training: dict[str, Any]) -> str:
+        return stable_hash({
+            "format": RUN_FORMAT,
+            "base": base,
+            "student": self.student.config(),
+            "loss": self.loss.config(),
+            "teacher": teacher_keys.get(self.teacher) if self.teacher is not None else None,
+            "seed": self.seed,
+            "training": training,
+        })
+
+
+def plan_student_runs(rs: ResolvedSuite) -> list[StudentRun]:
+    runs: list[StudentRun] = []
+    for li, loss in enumerate(rs.losses):
+        if requires_teacher(loss) and not rs.teachers:
+            raise SuiteError(f"{rs.path}: losses[{li}]: {loss.name!r} distills from a teacher, but the suite lists no teachers")
+    for student in rs.students:
+        for loss in rs.losses:
+            teachers = range(len(rs.teachers)) if requires_teacher(loss) else [None]
+            for t in teachers:
+                for seed in rs.suite.seeds:
+                    runs.append(StudentRun(student, loss, t, seed))
+    return runs

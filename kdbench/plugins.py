@@ -1,0 +1,172 @@
+"""Plugin loading and the registry of components they register.
+
+Built-in components load through the same ``kdbench`` entry-point group as third-party
+packages, so the built-ins prove the path every contributor uses.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from kdbench import hookspecs
+from kdbench.errors import PluginError, UnknownComponentError
+from kdbench.options import NoOptions, Options
+from kdbench.suggest import unknown_name_message
+
+ENTRY_POINT_GROUP = "kdbench"
+LOAD_PLUGINS_ENV = "KDBENCH_LOAD_PLUGINS"
+TRACE_ENV = "KDBENCH_TRACE_HOOKS"
+
+#: component kind -> the hook that registers it
+KINDS = {
+    "datasets": "register_datasets",
+    "tasks": "register_tasks",
+    "frontends": "register_frontends",
+    "augmentations": "register_augmentations",
+    "teachers": "register_teachers",
+    "students": "register_students",
+    "losses": "register_losses",
+    "metrics": "register_metrics",
+    "targets": "register_targets",
+    "reporters": "register_reporters",
+    "executors": "register_executors",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type[Options]
+    summary: str
+    plugin: str
+
+    def build(self, options: Options | dict | None = None, **context: Any) -> Any:
+        if not isinstance(options, Options):
+            options = self.options.model_validate(options or {})
+        return self.factory(options, **context)
+
+
+@dataclass
+class LoadedPlugin:
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    plugins: list[LoadedPlugin] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, kind: str, name: str) -> Component:
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            singular = kind[:-1] if kind.endswith("s") else kind
+            raise UnknownComponentError(unknown_name_message(singular, name, self.names(kind))) from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def add(self, kind: str, plugin: str, name: str, factory: Callable[..., Any],
+            options: type[Options] | None = None, summary: str = "") -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} component without a name")
+        if options is None:
+            options = getattr(factory, "Options", NoOptions)
+        if not (isinstance(options, type) and issubclass(options, Options)):
+            raise PluginError(f"plugin {plugin!r}: {kind} {name!r} options must subclass kdbench.options.Options")
+        existing = self.components[kind].get(name)
+        if existing is not None:
+            self.problems.append(
+                f"{kind} {name!r} is registered by both {existing.plugin!r} and {plugin!r}; using {existing.plugin!r}")
+            return
+        self.components[kind][name] = Component(kind, name, factory, options, summary or _first_line(factory), plugin)
+
+
+def _first_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    wanted = os.environ.get(LOAD_PLUGINS_ENV)
+    if wanted is None:
+        return eps
+    names = {w.strip() for w in wanted.split(",") if w.strip()}
+    return [ep for ep in eps if ep.name in names or (ep.dist and ep.dist.name in names)]
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def build_registry(extra_plugins: list[Any] = ()) -> Registry:
+    """Load every selected entry point (one failing import does not stop the rest),
+    plus ``extra_plugins`` (objects or modules with hook implementations, for tests)."""
+    pm = new_plugin_manager()
+    registry = Registry()
+    for ep in _selected_entry_points():
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken third-party plugin must not take the others down
+            registry.problems.append(
+                f"plugin {ep.name!r} (entry point {ep.value!r}) failed to load: {type(exc).__name__}: {exc}")
+            continue
+        dist = ep.dist
+        registry.plugins.append(LoadedPlugin(ep.name, dist.name if dist else None, dist.version if dist else None))
+    for i, plugin in enumerate(extra_plugins):
+        name = getattr(plugin, "__name__", None) or f"extra-{i}"
+        pm.register(plugin, name=name)
+        registry.plugins.append(LoadedPlugin(name, None, None))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements a hook kdbench does not define: {exc}") from None
+    if os.environ.get(TRACE_ENV):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+
+    by_name = {p.name: p for p in registry.plugins}
+    for kind, hook_name in KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            plugin_name = impl.plugin_name
+            if plugin_name in by_name:
+                by_name[plugin_name].hooks.append(hook_name)
+
+            def register(name, factory, options=None, summary="", _kind=kind, _plugin=plugin_name):
+                registry.add(_kind, _plugin, name, factory, options, summary)
+
+            # call one plugin at a time so each registration is attributed to its plugin
+            others = [p for p in pm.get_plugins() if p is not impl.plugin]
+            try:
+                pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                registry.problems.append(f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}")
+    return registry
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _registry
+    if _registry is None:
+        _registry = build_registry()
+    return _registry

@@ -1,0 +1,62 @@
+"""Finished work on disk, so a rerun reuses it and a crash loses nothing already computed.
+
+Layout: ``<results>/<suite>/runs/<run key>/`` holds ``training.json`` and the checkpoint;
+``evaluation-<target key>.json`` and the predictions sit beside them, one per target, so
+adding a target re-measures without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kdbench.cache import atomic_write_bytes
+
+
+class RunStore:
+    def __init__(self, suite_dir: Path):
+        self.suite_dir = Path(suite_dir)
+
+    def run_dir(self, run_key: str) -> Path:
+        return self.suite_dir / "runs" / run_key
+
+    def checkpoint_path(self, run_key: str) -> Path:
+        return self.run_dir(run_key) / "model.pt"
+
+    def _write_json(self, path: Path, data: Any) -> None:
+        atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
+
+    def _read_json(self, path: Path) -> Any | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def save_training(self, run_key: str, record: dict[str, Any]) -> None:
+        self._write_json(self.run_dir(run_key) / "training.json", record)
+
+    def load_training(self, run_key: str) -> dict[str, Any] | None:
+        record = self._read_json(self.run_dir(run_key) / "training.json")
+        if record and self.checkpoint_path(run_key).exists():
+            return record
+        return None
+
+    def evaluation_path(self, run_key: str, target_key: str) -> Path:
+        return self.run_dir(run_key) / f"evaluation-{target_key}.json"
+
+    def save_evaluation(self, run_key: str, target_key: str, record: dict[str, Any],
+                        predictions: dict[str, list[dict[str, Any]]]) -> list[Path]:
+        paths = []
+        for split, rows in predictions.items():
+            path = self.run_dir(run_key) / f"predictions-{target_key}-{split}.jsonl"
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+            paths.append(path)
+        self._write_json(self.evaluation_path(run_key, target_key), record)
+        return paths
+
+    def load_evaluation(self, run_key: str, target_key: str) -> dict[str, Any] | None:
+        return self._read_json(self.evaluation_path(run_key, target_key))
+
+    def prediction_paths(self, run_key: str, target_key: str) -> list[Path]:
+        return sorted(self.run_dir(run_key).glob(f"predictions-{target_key}-*.jsonl"))

@@ -1,0 +1,216 @@
+"""The suite file: schema, loading, and resolution of every component it names.
+
+Suites are plain data (``yaml.safe_load``: no tags that run code). Every error names the
+file and the key path, e.g. ``suites/asr.yaml: losses[1].options.alpha: ...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdbench.errors import SuiteError, UnknownComponentError
+from kdbench.hashing import stable_hash
+from kdbench.options import Options
+from kdbench.plugins import Component, Registry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentRef(_Strict):
+    """``name`` of a registered component, its ``options``, and an optional display ``label``.
+    A bare string is shorthand for ``{name: <string>}``."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class TrainingConfig(_Strict):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads while training")
+
+
+class TeacherRef(ComponentRef):
+    checkpoint: Path | None = Field(None, description="local weights (torch.load weights_only); else trained")
+    training: TrainingConfig | None = Field(None, description="budget when kdbench trains the teacher")
+
+
+class TeacherOutputsConfig(_Strict):
+    mode: Literal["cached", "online"] = "cached"
+    copies: int = Field(1, ge=1, description="fixed augmented copies of the training set in cached mode")
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    task: ComponentRef
+    dataset: ComponentRef
+    frontend: ComponentRef
+    augmentations: list[ComponentRef] = Field(default_factory=list)
+    teacher_outputs: TeacherOutputsConfig = Field(default_factory=TeacherOutputsConfig)
+    teachers: list[TeacherRef] = Field(default_factory=list)
+    students: list[ComponentRef] = Field(min_length=1)
+    losses: list[ComponentRef] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    metrics: list[ComponentRef] = Field(min_length=1)
+    targets: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="cpu")])
+    reporters: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="leaderboard")])
+    executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local"))
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component reference resolved against the registry, with validated options."""
+
+    ref: ComponentRef
+    component: Component
+    options: Options
+    path: str  # key path in the suite, for messages
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def label(self) -> str:
+        return self.ref.display
+
+    def config(self) -> dict[str, Any]:
+        """The fully resolved configuration (defaults filled in): what changes results."""
+        return {"name": self.ref.name, "options": self.options.model_dump(mode="json")}
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.config())
+
+    def build(self, **context: Any) -> Any:
+        return self.component.factory(self.options, **context)
+
+
+@dataclass(frozen=True)
+class ResolvedSuite:
+    path: Path
+    suite: Suite
+    task: Resolved
+    dataset: Resolved
+    frontend: Resolved
+    augmentations: list[Resolved]
+    teachers: list[Resolved]
+    students: list[Resolved]
+    losses: list[Resolved]
+    metrics: list[Resolved]
+    targets: list[Resolved]
+    reporters: list[Resolved]
+    executor: Resolved
+
+    @property
+    def name(self) -> str:
+        return self.suite.name
+
+    def teacher_ref(self, i: int) -> TeacherRef:
+        return self.suite.teachers[i]
+
+
+def format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _validation_message(where: str, exc: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = format_location(prefix + tuple(first["loc"]))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{where}: {loc}: {msg}{more}"
+
+
+def read_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError(_validation_message(str(path), exc)) from None
+
+
+_SINGLE = {"task": "tasks", "dataset": "datasets", "frontend": "frontends", "executor": "executors"}
+_LISTS = {"augmentations": "augmentations", "teachers": "teachers", "students": "students",
+          "losses": "losses", "metrics": "metrics", "targets": "targets", "reporters": "reporters"}
+
+
+def _resolve(path: Path, registry: Registry, kind: str, ref: ComponentRef, key: str) -> Resolved:
+    try:
+        component = registry.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(f"{path}: {key}.name: {exc}") from None
+    try:
+        options = component.options.model_validate(ref.options)
+    except ValidationError as exc:
+        raise SuiteError(_validation_message(str(path), exc, prefix=(key, "options"))) from None
+    return Resolved(ref, component, options, key)
+
+
+def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>") -> ResolvedSuite:
+    path = Path(path)
+    fields: dict[str, Any] = {}
+    for key, kind in _SINGLE.items():
+        fields[key] = _resolve(path, registry, kind, getattr(suite, key), key)
+    for key, kind in _LISTS.items():
+        fields[key] = [_resolve(path, registry, kind, ref, f"{key}[{i}]") for i, ref in enumerate(getattr(suite, key))]
+        labels = [r.label for r in fields[key]]
+        dup = next((lab for lab in labels if labels.count(lab) > 1), None)
+        if dup is not None:
+            raise SuiteError(f"{path}: {key}: {dup!r} appears twice; give one a distinct 'label'")
+    return ResolvedSuite(path=path, suite=suite, **fields)
+
+
+def load_suite(path: str | Path, registry: Registry) -> ResolvedSuite:
+    return resolve_suite(read_suite(path), registry, path)
