@@ -1,0 +1,74 @@
+"""Any corpus described by NeMo-style JSONL manifests: one ``{"audio_filepath", "text",
+"duration"}`` object per line, relative audio paths resolved against the manifest's folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdbench.errors import DataError
+from kdbench.interfaces import Corpus, Example
+from kdbench.options import Options
+
+from .audio import Splits, content_fingerprint, make_corpus, make_example, read_audio
+
+_READ_KEYS = {"audio_filepath", "text", "duration"}  # duration is re-measured from the audio
+
+
+class JsonlManifest:
+    """Your own corpus from NeMo-style JSONL manifests (audio_filepath, text, duration)."""
+
+    class Options(Options):
+        train: Path
+        tests: dict[str, Path]
+        sample_rate: int = 16000
+
+    def __init__(self, options: Options, cache_dir: Path | None = None, **context):
+        self.options = options
+
+    def load(self) -> Corpus:
+        o = self.options
+        if "train" in o.tests:
+            raise DataError("a test set cannot be named 'train'")
+        splits: Splits = {"train": read_manifest(o.train, "train", o.sample_rate)}
+        for name, path in o.tests.items():
+            splits[name] = read_manifest(path, name, o.sample_rate)
+        # Where the manifests live does not change the data, so paths stay out of the recipe.
+        recipe = {"sample_rate": o.sample_rate, "tests": sorted(o.tests)}
+        return make_corpus("manifest", splits, o.sample_rate, content_fingerprint(splits, recipe),
+                           manifests={"train": str(o.train), **{k: str(v) for k, v in o.tests.items()}})
+
+
+def read_manifest(path: Path, split: str, sample_rate: int) -> list[Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
+            if not isinstance(entry, dict) or "audio_filepath" not in entry or "text" not in entry:
+                raise DataError(f"{where}: each line needs an object with 'audio_filepath' and 'text'")
+            text = entry["text"].strip() if isinstance(entry["text"], str) else ""
+            if not text:
+                raise DataError(f"{where}: empty or non-text transcript")
+            audio = path.parent / entry["audio_filepath"]  # an absolute path stays absolute
+            if not audio.is_file():
+                raise DataError(f"{where}: audio file not found: {audio}")
+            try:
+                wave = read_audio(audio, sample_rate)
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
+            extra = {k: v for k, v in entry.items() if k not in _READ_KEYS}
+            extra["speaker"] = str(extra.get("speaker", ""))
+            examples.append(make_example(f"{split}-{lineno:06d}", wave, text, sample_rate,
+                                         audio_filepath=str(audio), **extra))
+    if not examples:
+        raise DataError(f"manifest {path} lists no utterances")
+    return examples

@@ -1,0 +1,150 @@
+"""CTC acoustic models built from torchaudio.models, at any size their options give.
+
+Each returns raw logits (log-softmax is the loss's business) and exposes named hidden states
+(``encoder``, ``layer1`` ...) for hint losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from pydantic import Field
+from torch import nn
+
+from kdbench.interfaces import Model, ModelOutput, ModelSpec
+from kdbench.options import Options
+
+
+def _padding_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    return torch.arange(frames)[None, :] < lengths[:, None]
+
+
+class Conv1dSubsampler(nn.Module):
+    """Strided 1-D convolutions: ``factor`` (a power of two) times fewer frames."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int):
+        super().__init__()
+        if factor < 1 or factor & (factor - 1):
+            raise ValueError(f"subsampling factor must be a power of two, got {factor}")
+        layers, dim = [], in_dim
+        for _ in range(factor.bit_length() - 1):
+            layers += [nn.Conv1d(dim, out_dim, kernel_size=3, stride=2, padding=1), nn.GELU()]
+            dim = out_dim
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(dim, out_dim) if dim != out_dim or not layers else nn.Identity()
+        self.steps = len(layers) // 2
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        x = self.proj(self.convs(x.transpose(1, 2)).transpose(1, 2))
+        for _ in range(self.steps):
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return x, lengths
+
+
+class ConformerCtc(Model):
+    """Conformer encoder (torchaudio.models.Conformer) with a CTC head."""
+
+    class Options(Options):
+        d_model: int = Field(144, ge=8)
+        layers: int = Field(4, ge=1)
+        heads: int = Field(4, ge=1)
+        ffn_dim: int = Field(576, ge=8)
+        kernel_size: int = Field(15, ge=3)
+        subsampling: int = Field(4, ge=1)
+        dropout: float = Field(0.1, ge=0, lt=1)
+
+    def __init__(self, options: "ConformerCtc.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        o = options
+        self.subsample = Conv1dSubsampler(model_spec.input_dim, o.d_model, o.subsampling)
+        self.conformer = torchaudio.models.Conformer(
+            input_dim=o.d_model, num_heads=o.heads, ffn_dim=o.ffn_dim, num_layers=o.layers,
+            depthwise_conv_kernel_size=o.kernel_size, dropout=o.dropout)
+        self.head = nn.Linear(o.d_model, model_spec.output_dim)
+        self.hidden_dims = {"encoder": o.d_model, **{f"layer{i + 1}": o.d_model for i in range(o.layers)}}
+
+    def forward(self, features, lengths) -> ModelOutput:
+        x, lengths = self.subsample(features, lengths)
+        pad = ~_padding_mask(lengths, x.shape[1])
+        hidden = {}
+        x = x.transpose(0, 1)  # the layers take (time, batch, dim)
+        for i, layer in enumerate(self.conformer.conformer_layers):
+            x = layer(x, pad)
+            hidden[f"layer{i + 1}"] = x.transpose(0, 1)
+        x = x.transpose(0, 1)
+        hidden["encoder"] = x
+        return ModelOutput(self.head(x), lengths, hidden)
+
+
+class GruCtc(Model):
+    """Convolutional subsampling, a (bi)GRU stack and a CTC head: a small, fast student."""
+
+    class Options(Options):
+        hidden: int = Field(64, ge=4)
+        layers: int = Field(2, ge=1)
+        bidirectional: bool = True
+        subsampling: int = Field(4, ge=1)
+        dropout: float = Field(0.1, ge=0, lt=1)
+
+    def __init__(self, options: "GruCtc.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        o = options
+        self.subsample = Conv1dSubsampler(model_spec.input_dim, o.hidden, o.subsampling)
+        directions = 2 if o.bidirectional else 1
+        self.grus = nn.ModuleList(
+            nn.GRU(o.hidden if i == 0 else o.hidden * directions, o.hidden, batch_first=True, bidirectional=o.bidirectional)
+            for i in range(o.layers))
+        self.dropout = nn.Dropout(o.dropout)
+        self.head = nn.Linear(o.hidden * directions, model_spec.output_dim)
+        width = o.hidden * directions
+        self.hidden_dims = {"encoder": width, **{f"layer{i + 1}": width for i in range(o.layers)}}
+
+    def forward(self, features, lengths) -> ModelOutput:
+        x, lengths = self.subsample(features, lengths)
+        hidden = {}
+        for i, gru in enumerate(self.grus):
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+            x, _ = gru(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True)
+            x = self.dropout(x)
+            hidden[f"layer{i + 1}"] = x
+        hidden["encoder"] = x
+        return ModelOutput(self.head(x), lengths, hidden)
+
+
+class DeepSpeechCtc(Model):
+    """torchaudio.models.DeepSpeech (Hannun et al., 2014) on log-mel frames; no subsampling."""
+
+    class Options(Options):
+        hidden: int = Field(256, ge=4)
+        dropout: float = Field(0.0, ge=0, lt=1)
+
+    def __init__(self, options: "DeepSpeechCtc.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        self.net = torchaudio.models.DeepSpeech(model_spec.input_dim, options.hidden, model_spec.output_dim, options.dropout)
+        self.hidden_dims = {"encoder": options.hidden}
+        self._captured: dict[str, torch.Tensor] = {}
+        # the last hidden layer is internal to torchaudio's module: capture it with a hook
+        self.net.fc4.register_forward_hook(lambda _m, _i, out: self._captured.__setitem__("encoder", out))
+
+    def forward(self, features, lengths) -> ModelOutput:
+        out = self.net(features.unsqueeze(1))
+        return ModelOutput(out, lengths, {"encoder": self._captured.pop("encoder")})
+
+
+class Wav2LetterCtc(Model):
+    """torchaudio.models.Wav2Letter (Collobert et al., 2016) on log-mel frames: a large
+    fixed-width convolutional model (about 23M parameters), usable as a teacher."""
+
+    class Options(Options):
+        pass
+
+    def __init__(self, options, model_spec: ModelSpec, **context):
+        super().__init__()
+        self.net = torchaudio.models.Wav2Letter(num_classes=model_spec.output_dim, input_type="mfcc",
+                                                num_features=model_spec.input_dim)
+
+    def forward(self, features, lengths) -> ModelOutput:
+        out = self.net(features.transpose(1, 2)).transpose(1, 2)
+        lengths = (torch.div(lengths + 2 * 23 - 48, 2, rounding_mode="floor") + 1).clamp(min=1, max=out.shape[1])
+        return ModelOutput(out, lengths, {})
