@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -30,14 +31,17 @@ def _handle_errors(fn):
 
 
 class RichProgress:
-    """Draws the runner's progress as rich progress bars."""
+    """Draws the runner's progress as rich progress bars; in logs (no terminal) it prints a
+    line when a task starts and when it ends instead, so nightly logs show where time went."""
 
     def __init__(self, console: Console):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.console = console
+        self.live = console.is_terminal
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not self.live)
+        self._started: dict = {}
 
     def __enter__(self):
         self.bars.start()
@@ -50,13 +54,22 @@ class RichProgress:
         self.console.print(f"[dim]{text}[/]")
 
     def start(self, description, total):
-        return self.bars.add_task(description, total=total)
+        handle = self.bars.add_task(description, total=total)
+        self._started[handle] = (description, time.perf_counter())
+        if not self.live:
+            self.console.print(f"[dim]start[/] {description}", highlight=False)
+        return handle
 
     def update(self, handle, completed):
         self.bars.update(handle, completed=completed)
 
     def stop(self, handle):
-        self.bars.update(handle, visible=True)
+        task = self.bars.tasks[handle] if handle < len(self.bars.tasks) else None
+        if task is not None and task.total is not None:
+            self.bars.update(handle, completed=task.total)
+        if not self.live and handle in self._started:
+            description, began = self._started.pop(handle)
+            self.console.print(f"[dim]done[/]  {description} ({time.perf_counter() - began:.1f} s)", highlight=False)
 
 
 def _registry():
@@ -176,6 +189,11 @@ def _warn_problems(registry):
 
 
 def _print_frame(frame, title):
+    if not console.is_terminal:  # logs and CI: a Markdown table does not wrap into columns of letters
+        from kdbench.leaderboard import to_markdown
+
+        console.print(f"{title}\n\n{to_markdown(frame)}", highlight=False, soft_wrap=True)
+        return
     table = Table(title=title)
     for col in frame.columns:
         table.add_column(str(col), overflow="fold")

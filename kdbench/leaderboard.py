@@ -68,7 +68,6 @@ def display_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> 
     if frame.empty:
         return frame
     out = frame[KEYS + ["n"]].copy()
-    out["params"] = frame["params"].map(lambda v: f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.0f}k")
     for name, (unit, higher) in columns.items():
         if name not in frame:
             continue

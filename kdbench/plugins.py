@@ -100,7 +100,10 @@ def _first_line(obj: Any) -> str:
 
 
 def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
-    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    # kdbench's own plugins first, then the rest by name, so a name clash resolves the same
+    # way on every machine (the built-in keeps its name; the clash is reported)
+    eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                 key=lambda ep: (getattr(ep.dist, "name", "") != "kdbench", getattr(ep.dist, "name", ""), ep.name))
     wanted = os.environ.get(LOAD_PLUGINS_ENV)
     if wanted is None:
         return eps

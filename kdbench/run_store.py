@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdbench.cache import atomic_write_bytes
+from kdbench.cache import atomic_write_bytes, torch_bytes
 
 
 class RunStore:
@@ -23,6 +23,11 @@ class RunStore:
 
     def checkpoint_path(self, run_key: str) -> Path:
         return self.run_dir(run_key) / "model.pt"
+
+    def save_checkpoint(self, run_key: str, state_dict: dict) -> Path:
+        path = self.checkpoint_path(run_key)
+        atomic_write_bytes(path, torch_bytes(state_dict))
+        return path
 
     def _write_json(self, path: Path, data: Any) -> None:
         atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())

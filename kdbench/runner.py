@@ -199,7 +199,7 @@ class Runner:
                         seed=run.seed, run_key=key)
         child = self._track_start(f"{run.student.label} | {run.loss.label}"
                                   + (f" | {teacher_label}" if teacher_label else "") + f" | seed {run.seed}",
-                                  {"kdbench.role": "student", "kdbench.run_key": key})
+                                  {"kdbench.role": "student", "kdbench.run_key": key, "kdbench.config_hash": key})
         try:
             if run.teacher is not None and teacher is None:
                 raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
@@ -214,7 +214,7 @@ class Runner:
                 source, copies = self._teacher_source(teacher) if (teacher and loss.requires_teacher) else (None, None)
                 report = self._train(f"{run.student.label} · {run.loss.label} · seed {run.seed}", model, loss,
                                      training, run.seed, source, copies)
-                torch.save(model.state_dict(), self.store.checkpoint_path(key))
+                self.store.save_checkpoint(key, model.state_dict())
                 record = {"seconds": report.seconds, "final_loss": report.final_loss, "history": report.history,
                           "config": {"student": run.student.config(), "loss": run.loss.config(),
                                      "teacher": teacher.key if teacher else None, "seed": run.seed,
@@ -310,8 +310,9 @@ class Runner:
 
     # ---- the whole suite ----------------------------------------------------------------
     def run(self) -> SuiteResult:
-        self.provenance = provenance()
         self._prepare()
+        # task state carries e.g. the text-normalizer version, which moves WER on its own
+        self.provenance = {**provenance(), **flatten("task", self.task.state())}
         runs = plan_student_runs(self.rs)
         self.parent_run_id = None
         if self.tracker:

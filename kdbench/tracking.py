@@ -27,7 +27,7 @@ def flatten(prefix: str, obj: Any) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
     elif isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list)) for v in obj):
         for i, v in enumerate(obj):
-            out.update(flatten(f"{prefix}[{i}]", v))
+            out.update(flatten(f"{prefix}.{i}", v))
     else:
         out[prefix] = str(obj)[:6000]
     return out

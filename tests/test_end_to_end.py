@@ -1,0 +1,137 @@
+"""A tiny suite on real FSDD speech through the CLI: training, caching, MLflow, leaderboard,
+failure isolation, and a throwaway plugin registered in a fixture."""
+
+import importlib.metadata
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+import kdbench.plugins
+from kdbench.cli import main
+from kdbench.hookspecs import hookimpl
+from kdbench.interfaces import Measurement, Metric
+from kdbench.plugins import build_registry
+from kdbench_asr.losses import CtcLoss
+
+from conftest import tiny_suite, write_suite
+
+
+class ExplodingLoss(CtcLoss):
+    """Fails on its third step, as a buggy contributed loss would."""
+
+    def __init__(self, options, **context):
+        super().__init__(options)
+        self.calls = 0
+
+    def forward(self, student, batch, teacher=None):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("boom at step 3")
+        return super().forward(student, batch, teacher)
+
+
+class HypothesisLength(Metric):
+    """Mean words per hypothesis: a metric only this test's plugin provides."""
+
+    def __init__(self, options, **context):
+        pass
+
+    def compute(self, ev):
+        words = [len((p or "").split()) for p in ev.predictions]
+        return [Measurement("hyp_words", sum(words) / len(words), "words", True)]
+
+
+class ThrowawayPlugin:
+    @hookimpl
+    def register_losses(self, register):
+        register("exploding", ExplodingLoss)
+
+    @hookimpl
+    def register_metrics(self, register):
+        register("hyp-words", HypothesisLength)
+
+
+@pytest.fixture
+def registry_with_throwaway(monkeypatch):
+    monkeypatch.setattr(kdbench.plugins, "_registry", build_registry(extra_plugins=[ThrowawayPlugin()]))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, fsdd_root):
+    work = tmp_path_factory.mktemp("e2e")
+    suite = tiny_suite(fsdd_root)
+    path = write_suite(work / "tiny.yaml", suite)
+    args = ["run", str(path), "--results-dir", str(work / "results"), "--cache-dir", str(work / "cache"),
+            "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return work, args, result
+
+
+def test_run_writes_leaderboard(first_run):
+    work, _, result = first_run
+    assert result.exit_code == 0, result.output
+    board = pd.read_csv(work / "results" / "tiny" / "leaderboard.csv")
+    assert list(board["role"]) == ["teacher", "student", "student"]
+    assert set(board["loss"]) == {"ctc", "ctc-kd"}
+    for column in ("test-seen/wer", "test-unseen/wer", "test-unseen/cer", "params", "size_mb", "latency_ms", "rtf"):
+        assert board[column].notna().all(), column
+    kd = board[board["loss"] == "ctc-kd"].iloc[0]
+    teacher = board[board["role"] == "teacher"].iloc[0]
+    assert kd["test-unseen/wer_gap_to_teacher"] == pytest.approx(kd["test-unseen/wer"] - teacher["test-unseen/wer"])
+    assert teacher["params"] > kd["params"]
+    assert "| teacher | conformer-ctc |" in (work / "results" / "tiny" / "leaderboard.md").read_text()
+    assert "leaderboard: tiny" in result.output
+
+
+def test_mlflow_has_parent_children_params_tags_and_artifacts(first_run):
+    work, _, _ = first_run
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    exp = client.get_experiment_by_name("kdbench-tiny")
+    runs = client.search_runs([exp.experiment_id])
+    by_role = {}
+    for r in runs:
+        by_role.setdefault(r.data.tags.get("kdbench.role"), []).append(r)
+    (parent,) = by_role["suite"]
+    assert len(by_role["teacher"]) == 1 and len(by_role["student"]) == 2 and len(by_role["evaluation"]) == 3
+    student = by_role["student"][0]
+    assert student.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert student.data.params["student.name"] == "gru-ctc"
+    assert student.data.params["training.steps"] == "4"
+    tags = student.data.tags
+    assert tags["task.normalizer"] == "kdbench-en-1" and tags["version.torch"] == importlib.metadata.version("torch")
+    assert tags["git_commit"] and tags["host.cpu"] and tags["kdbench.config_hash"]
+    assert [a.path for a in client.list_artifacts(student.info.run_id)] == ["model.pt"]
+    evaluation = next(r for r in by_role["evaluation"] if r.data.tags["mlflow.parentRunId"] == student.info.run_id)
+    assert "test-unseen/wer" in evaluation.data.metrics
+    predictions = client.list_artifacts(evaluation.info.run_id, "predictions")
+    assert len(predictions) == 2
+    local = client.download_artifacts(evaluation.info.run_id, predictions[0].path, str(work))
+    first = json.loads(open(local).readline())
+    assert set(first) == {"id", "prediction", "reference"} and first["reference"]
+
+
+def test_rerun_reuses_everything_and_force_redoes(first_run):
+    work, args, _ = first_run
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "teacher forward passes 0, teachers trained 0, students trained 0, runs reused 2" in again.output
+    forced = CliRunner().invoke(main, args + ["--force"], catch_exceptions=False)
+    assert forced.exit_code == 0
+    assert "teachers trained 0, students trained 2" in forced.output
+
+
+def test_throwaway_plugin_is_used_and_a_crashing_run_is_isolated(tmp_path, fsdd_root, registry_with_throwaway, shared_cache):
+    suite = tiny_suite(fsdd_root, teachers=[], losses=["ctc", "exploding"],
+                       metrics=["wer", "hyp-words"])
+    path = write_suite(tmp_path / "t.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+    assert result.exit_code == 5
+    assert "boom at step 3" in result.output and "1 of 2 rows failed" in result.output
+    board = pd.read_csv(tmp_path / "r" / "tiny" / "leaderboard.csv")
+    assert list(board["loss"]) == ["ctc"] and board["test-unseen/hyp_words"].notna().all()
+    assert "exploding · seed 0 @ cpu: failed: RuntimeError: boom at step 3" in \
+        (tmp_path / "r" / "tiny" / "leaderboard.md").read_text()

@@ -1,0 +1,110 @@
+"""Suite files: plain YAML, schema errors naming file and key path, did-you-mean for names."""
+
+import pytest
+import yaml
+
+from kdbench.errors import SuiteError, UnknownComponentError
+from kdbench.plugins import get_registry
+from kdbench.suite import load_suite, read_suite
+
+from conftest import REPO, tiny_suite, write_suite
+
+
+@pytest.fixture
+def suite_dict(tmp_path):
+    return tiny_suite(tmp_path / "fsdd")
+
+
+def test_shipped_suites_validate():
+    registry = get_registry()
+    for path in sorted((REPO / "suites").glob("*.yaml")):
+        rs = load_suite(path, registry)
+        assert rs.students and rs.losses and rs.metrics, path
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstudents: [gru-ctc\nlosses: ctc\n")
+    with pytest.raises(SuiteError) as exc:
+        read_suite(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}:") and "line" in message and "malformed YAML" in message
+    assert "\n" not in message
+
+
+def test_yaml_tags_that_run_code_are_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(SuiteError, match="malformed YAML"):
+        read_suite(path)
+
+
+def test_option_out_of_range_names_key_path(tmp_path, suite_dict):
+    suite_dict["losses"] = ["ctc", {"name": "ctc-kd", "options": {"alpha": 1.5}}]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, get_registry())
+    assert str(exc.value).startswith(f"{path}: losses[1].options.alpha: ")
+    assert "less than or equal to 1" in str(exc.value)
+
+
+def test_wrong_option_type(tmp_path, suite_dict):
+    suite_dict["students"] = [{"name": "gru-ctc", "options": {"hidden": "wide"}}]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError, match=r"students\[0\]\.options\.hidden: Input should be a valid integer"):
+        load_suite(path, get_registry())
+
+
+def test_unknown_option_key_is_rejected(tmp_path, suite_dict):
+    suite_dict["losses"] = [{"name": "ctc-kd", "options": {"temprature": 2}}]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError, match=r"losses\[0\]\.options\.temprature: unknown key"):
+        load_suite(path, get_registry())
+
+
+def test_unknown_top_level_key(tmp_path, suite_dict):
+    suite_dict["studnets"] = []
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError, match="studnets: unknown key"):
+        read_suite(path)
+
+
+def test_unknown_name_suggests_and_lists(tmp_path, suite_dict):
+    suite_dict["students"] = ["gru-ctx"]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(UnknownComponentError) as exc:
+        load_suite(path, get_registry())
+    message = str(exc.value)
+    assert "students[0].name: unknown student 'gru-ctx'" in message
+    assert "did you mean 'gru-ctc'" in message
+    assert "available: conformer-ctc, deepspeech-ctc, gru-ctc" in message
+
+
+def test_kd_loss_without_teacher_is_a_suite_error(tmp_path, suite_dict):
+    from kdbench.plan import plan_student_runs
+
+    suite_dict["teachers"] = []
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    rs = load_suite(path, get_registry())
+    with pytest.raises(SuiteError, match=r"losses\[1\]: 'ctc-kd' distills from a teacher"):
+        plan_student_runs(rs)
+
+
+def test_plan_shares_the_baseline_across_teachers(tmp_path, suite_dict):
+    from kdbench.plan import plan_student_runs
+
+    teacher = suite_dict["teachers"][0]
+    suite_dict["teachers"] = [teacher, {**teacher, "label": "other"}]
+    suite_dict["seeds"] = [0, 1]
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())
+    runs = plan_student_runs(rs)
+    # ctc: 1 student x 2 seeds (no teacher); ctc-kd: 1 student x 2 teachers x 2 seeds
+    assert len(runs) == 2 + 4
+    assert {r.teacher for r in runs if r.loss.name == "ctc"} == {None}
+
+
+def test_duplicate_labels_are_refused(tmp_path, suite_dict):
+    suite_dict["students"] = ["gru-ctc", "gru-ctc"]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError, match="'gru-ctc' appears twice"):
+        load_suite(path, get_registry())
