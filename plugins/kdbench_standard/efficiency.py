@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
 from pydantic import Field
 
 from kdbench.interfaces import Evaluation, Measurement, Metric
@@ -65,5 +64,4 @@ class Latency(Metric):
         results = [Measurement("latency_ms", 1000 * statistics.median(per_utterance), "ms", False)]
         if audio_s > 0:
             results.append(Measurement("rtf", compute_s / audio_s, "x", False))
-        results.append(Measurement("threads", float(torch.get_num_threads()), "count", False))
         return results
