@@ -38,6 +38,8 @@ KINDS = {
     "executors": "register_executors",
 }
 
+SINGULAR = {kind: kind[:-2] if kind.endswith("sses") else kind[:-1] for kind in KINDS}
+
 
 @dataclass(frozen=True)
 class Component:
@@ -72,8 +74,7 @@ class Registry:
         try:
             return self.components[kind][name]
         except KeyError:
-            singular = kind[:-1] if kind.endswith("s") else kind
-            raise UnknownComponentError(unknown_name_message(singular, name, self.names(kind))) from None
+            raise UnknownComponentError(unknown_name_message(SINGULAR[kind], name, self.names(kind))) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])

@@ -104,8 +104,13 @@ class Resolved:
         return self.ref.display
 
     def config(self) -> dict[str, Any]:
-        """The fully resolved configuration (defaults filled in): what changes results."""
-        return {"name": self.ref.name, "options": self.options.model_dump(mode="json")}
+        """The fully resolved configuration (defaults filled in): what changes results. A
+        component's ``version`` attribute, bumped when its behaviour changes, invalidates caches."""
+        config = {"name": self.ref.name, "options": self.options.model_dump(mode="json")}
+        version = getattr(self.component.factory, "version", None)
+        if version is not None:
+            config["version"] = version
+        return config
 
     def fingerprint(self) -> str:
         return stable_hash(self.config())

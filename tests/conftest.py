@@ -6,6 +6,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
+if (DEFAULT_FSDD / "recordings").is_dir():
+    os.environ.setdefault("KDBENCH_FSDD_ROOT", str(DEFAULT_FSDD))
 
 
 @pytest.fixture(scope="session")

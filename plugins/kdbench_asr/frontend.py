@@ -11,6 +11,9 @@ from kdbench.options import Options
 
 
 class LogMel(Frontend):
+    """Log-mel filterbank (torchaudio.transforms.MelSpectrogram), one utterance at a time."""
+
+    version = 2  # 2: per-utterance STFT, features independent of padding
     class Options(Options):
         n_mels: int = Field(40, ge=8, le=256)
         win_ms: float = Field(25.0, gt=0)
@@ -29,13 +32,14 @@ class LogMel(Frontend):
         self.output_dim = options.n_mels
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor):
-        feats = torch.log(self.mel(waves) + 1e-6).transpose(1, 2)  # (B, T, n_mels)
-        frames = torch.div(lengths, self.hop, rounding_mode="floor") + 1
-        frames = frames.clamp(max=feats.shape[1])
-        mask = (torch.arange(feats.shape[1])[None, :] < frames[:, None]).unsqueeze(-1)
+        # one utterance at a time: a batched STFT would let the zero padding leak into the
+        # last frames, making features (and cached teacher outputs) depend on batch-mates
+        feats = [self._one(waves[i, : int(n)]) for i, n in enumerate(lengths)]
+        frames = torch.tensor([f.shape[0] for f in feats])
+        return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames
+
+    def _one(self, wave: torch.Tensor) -> torch.Tensor:
+        feats = torch.log(self.mel(wave) + 1e-6).T  # (frames, n_mels)
         if self.normalize:
-            n = frames.clamp(min=1).view(-1, 1, 1).to(feats.dtype)
-            mean = (feats * mask).sum(1, keepdim=True) / n
-            var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
-            feats = (feats - mean) / torch.sqrt(var + 1e-5)
-        return feats * mask, frames
+            feats = (feats - feats.mean(0)) / torch.sqrt(feats.var(0, unbiased=False) + 1e-5)
+        return feats

@@ -20,29 +20,48 @@ def _padding_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 class Conv1dSubsampler(nn.Module):
-    """Strided 1-D convolutions: ``factor`` (a power of two) times fewer frames."""
+    """Strided 1-D convolutions: ``factor`` (a power of two) times fewer frames. Padding is
+    zeroed after every stage so an utterance's frames never depend on its batch-mates."""
 
     def __init__(self, in_dim: int, out_dim: int, factor: int):
         super().__init__()
         if factor < 1 or factor & (factor - 1):
             raise ValueError(f"subsampling factor must be a power of two, got {factor}")
-        layers, dim = [], in_dim
-        for _ in range(factor.bit_length() - 1):
-            layers += [nn.Conv1d(dim, out_dim, kernel_size=3, stride=2, padding=1), nn.GELU()]
-            dim = out_dim
-        self.convs = nn.Sequential(*layers)
-        self.proj = nn.Linear(dim, out_dim) if dim != out_dim or not layers else nn.Identity()
-        self.steps = len(layers) // 2
+        steps = factor.bit_length() - 1
+        self.convs = nn.ModuleList(
+            nn.Conv1d(in_dim if i == 0 else out_dim, out_dim, kernel_size=3, stride=2, padding=1) for i in range(steps))
+        self.proj = nn.Linear(in_dim, out_dim) if steps == 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor):
-        x = self.proj(self.convs(x.transpose(1, 2)).transpose(1, 2))
-        for _ in range(self.steps):
+        x = x.transpose(1, 2)  # (batch, dim, time)
+        for conv in self.convs:
+            x = nn.functional.gelu(conv(x))
             lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
-        return x, lengths
+            x = x * _padding_mask(lengths, x.shape[2]).unsqueeze(1)
+        return self.proj(x.transpose(1, 2)), lengths
+
+
+class PaddingMasked(nn.Module):
+    """Zeroes padded frames before a wrapped (batch, channels, time) convolution. torchaudio's
+    conformer convolution module does not mask padding, so without this an utterance's output
+    would depend on how long its batch-mates are, and cached teacher outputs would not match
+    the same teacher run on a training batch."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.keep: torch.Tensor | None = None  # (batch, 1, time), set by the model per forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.keep is not None and self.keep.shape[-1] == x.shape[-1]:
+            x = x * self.keep
+        return self.inner(x)
 
 
 class ConformerCtc(Model):
     """Conformer encoder (torchaudio.models.Conformer) with a CTC head."""
+
+    version = 2  # 2: padding masked inside the model (outputs independent of batch-mates)
 
     class Options(Options):
         d_model: int = Field(144, ge=8)
@@ -60,6 +79,11 @@ class ConformerCtc(Model):
         self.conformer = torchaudio.models.Conformer(
             input_dim=o.d_model, num_heads=o.heads, ffn_dim=o.ffn_dim, num_layers=o.layers,
             depthwise_conv_kernel_size=o.kernel_size, dropout=o.dropout)
+        self.depthwise = []
+        for layer in self.conformer.conformer_layers:
+            masked = PaddingMasked(layer.conv_module.sequential[2])  # the depthwise convolution
+            layer.conv_module.sequential[2] = masked
+            self.depthwise.append(masked)
         self.head = nn.Linear(o.d_model, model_spec.output_dim)
         self.hidden_dims = {"encoder": o.d_model, **{f"layer{i + 1}": o.d_model for i in range(o.layers)}}
 
@@ -67,6 +91,9 @@ class ConformerCtc(Model):
         x, lengths = self.subsample(features, lengths)
         pad = ~_padding_mask(lengths, x.shape[1])
         hidden = {}
+        keep = (~pad).unsqueeze(1).to(x.dtype)
+        for masked in self.depthwise:
+            masked.keep = keep
         x = x.transpose(0, 1)  # the layers take (time, batch, dim)
         for i, layer in enumerate(self.conformer.conformer_layers):
             x = layer(x, pad)
@@ -78,6 +105,8 @@ class ConformerCtc(Model):
 
 class GruCtc(Model):
     """Convolutional subsampling, a (bi)GRU stack and a CTC head: a small, fast student."""
+
+    version = 2  # 2: padding masked inside the model (outputs independent of batch-mates)
 
     class Options(Options):
         hidden: int = Field(64, ge=4)
@@ -113,7 +142,9 @@ class GruCtc(Model):
 
 
 class DeepSpeechCtc(Model):
-    """torchaudio.models.DeepSpeech (Hannun et al., 2014) on log-mel frames; no subsampling."""
+    """torchaudio.models.DeepSpeech (Hannun et al., 2014) on log-mel frames; no subsampling.
+    Its bidirectional RNN runs over padding, so outputs near an utterance's end depend slightly
+    on the batch; prefer it as a student."""
 
     class Options(Options):
         hidden: int = Field(256, ge=4)
