@@ -137,7 +137,9 @@ class Runner:
             load_checkpoint(model, ref.checkpoint, f"teachers[{index}].checkpoint")
             return TeacherState(model, key, resolved.label)
         training = ref.training or self.rs.suite.training
-        key = stable_hash({"teacher": resolved.config(), "training": training.model_dump(), "base": self.base,
+        # how students later read the teacher's outputs does not change the teacher itself
+        data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
+        key = stable_hash({"teacher": resolved.config(), "training": training.model_dump(), "base": data,
                            "loss": self.task.default_loss})
         state = None if self.force_teachers else self.cache.load("teachers", key)
         if state is not None:
@@ -185,6 +187,7 @@ class Runner:
             return (lambda feats, copy: store.batch(feats.batch.ids, copy)), copies
 
         def online(feats, copy):
+            self.stats["teacher_online_batches"] = self.stats.get("teacher_online_batches", 0) + 1
             with torch.no_grad():
                 return teacher.model(feats.features, feats.lengths)
 
