@@ -35,6 +35,12 @@ class CheckpointError(KdbenchError):
     exit_code = 4
 
 
+class TrackingError(KdbenchError):
+    """The MLflow tracking store cannot be used."""
+
+    exit_code = 6
+
+
 class RunFailed(KdbenchError):
     """One or more runs of a suite failed; the others finished and were recorded."""
 

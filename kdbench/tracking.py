@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from kdbench.errors import TrackingError
+
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
@@ -41,7 +43,6 @@ def _sqlite_dir(uri: str) -> Path | None:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -50,14 +51,18 @@ class Tracker:
             sqlite_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=uri)
-        self._mlflow = mlflow
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is not None:
-            self.experiment_id = existing.experiment_id
-        else:
-            location = (sqlite_dir / "mlartifacts" / experiment).as_uri() if sqlite_dir else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is not None:
+                self.experiment_id = existing.experiment_id
+            else:
+                location = (sqlite_dir / "mlartifacts" / experiment).as_uri() if sqlite_dir else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        except Exception as exc:  # mlflow raises many types; the user needs one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(f"cannot use MLflow tracking store {uri}: {first} "
+                                "(use --tracking-uri, or --no-tracking to keep results on disk only)") from None
 
     def start(self, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None) -> str:
         tags = dict(tags or {})
