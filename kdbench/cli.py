@@ -104,9 +104,10 @@ def main():
               help="Cache of datasets, teachers and teacher outputs (default $KDBENCH_CACHE_DIR or ~/.cache/kdbench).")
 @click.option("--force", is_flag=True, help="Redo finished student runs and evaluations (keeps cached teachers).")
 @click.option("--force-teachers", is_flag=True, help="Also retrain teachers and recompute their outputs.")
+@click.option("--reevaluate", is_flag=True, help="Keep trained models, redo every evaluation (e.g. on a quieter machine).")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (results are still written to disk).")
 @_handle_errors
-def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, no_tracking):
+def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reevaluate, no_tracking):
     """Distill, evaluate and rank everything SUITE declares.
 
     Finished work is reused on a second run; --force redoes it. A failing run is recorded
@@ -128,7 +129,7 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, no_t
         console.print(f"[dim]tracking to {uri} (experiment {rs.suite.tracking.experiment or 'kdbench-' + rs.name})[/]")
     with RichProgress(console) as progress:
         runner = Runner(rs, registry, cache=Cache(cache_dir), results_root=results_dir, tracker=tracker,
-                        force=force, force_teachers=force_teachers, progress=progress)
+                        force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
         result = runner.run()
     _print_frame(display_frame(leaderboard_frame(result), result.columns), f"leaderboard: {rs.name}")
     for path in result.reports:

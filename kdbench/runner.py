@@ -90,7 +90,7 @@ def _error_text(exc: BaseException) -> str:
 class Runner:
     def __init__(self, rs: ResolvedSuite, registry: Registry, *, cache: Cache, results_root: Path,
                  tracker: Tracker | None, force: bool = False, force_teachers: bool = False,
-                 progress: Progress | None = None):
+                 reevaluate: bool = False, progress: Progress | None = None):
         self.rs = rs
         self.registry = registry
         self.cache = cache
@@ -99,6 +99,7 @@ class Runner:
         self.tracker = tracker
         self.force = force or force_teachers
         self.force_teachers = force_teachers
+        self.reevaluate = reevaluate or self.force
         self.progress = progress or Progress()
         self.columns: dict[str, tuple[str, bool]] = {}
         self.stats: dict[str, Any] = {"teacher_forward_passes": 0, "teachers_trained": 0,
@@ -251,7 +252,7 @@ class Runner:
                 rows.append(row)
                 continue
             target_key = stable_hash({"target": resolved.config(), "metrics": [m.config() for m in self.rs.metrics]})
-            record = None if self.force else self.store.load_evaluation(run_key, target_key)
+            record = None if self.reevaluate else self.store.load_evaluation(run_key, target_key)
             try:
                 if record is None:
                     result = evaluate(model, self.frontend, self.task, self.corpus.tests, self.metrics, target)

@@ -118,6 +118,11 @@ def test_rerun_reuses_everything_and_force_redoes(first_run):
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0, again.output
     assert "teacher forward passes 0, teachers trained 0, students trained 0, runs reused 2" in again.output
+    evaluations = sorted((work / "results" / "tiny" / "runs").glob("*/evaluation-*.json"))
+    before = [p.stat().st_mtime_ns for p in evaluations]
+    reevaluated = CliRunner().invoke(main, args + ["--reevaluate"], catch_exceptions=False)
+    assert "teachers trained 0, students trained 0, runs reused 2" in reevaluated.output
+    assert all(p.stat().st_mtime_ns > t for p, t in zip(evaluations, before))
     forced = CliRunner().invoke(main, args + ["--force"], catch_exceptions=False)
     assert forced.exit_code == 0
     assert "teachers trained 0, students trained 2" in forced.output
