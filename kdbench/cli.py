@@ -203,5 +203,36 @@ def _print_frame(frame, title):
     console.print(table)
 
 
+@main.group()
+def plugin():
+    """Write third-party plugin packages (docs/plugins.md)."""
+
+
+def _plugin_kinds():
+    from kdbench.scaffold import KINDS  # imports no torch: `kdbench --help` stays fast
+
+    return KINDS
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(_plugin_kinds()), default="student", show_default=True,
+              help="The component the package registers.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Where to create kdbench-NAME/.")
+@_handle_errors
+def new(name, kind, directory):
+    """Create kdbench-NAME/: pyproject.toml declaring the `kdbench` entry point, one module
+    registering a working KIND through its hook, a README and a conformance test."""
+    from kdbench.scaffold import new_plugin
+
+    root = new_plugin(name, kind, directory)
+    # markup=False: paths and pip's '[test]' are not rich markup
+    console.print(f"created {root}/ with the {kind} '{root.name.removeprefix('kdbench-')}-{kind}'",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"next:\n  pip install -e '{root}[test]'\n  pytest {root}\n  kdbench plugins",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -95,6 +95,14 @@ class Registry:
         self.components[kind][name] = Component(kind, name, factory, options, summary or _first_line(factory), plugin)
 
 
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    return sorted(hc.name for hc in (pm.get_hookcallers(plugin) or []) if hc.spec is None)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _first_line(obj: Any) -> str:
     doc = getattr(obj, "__doc__", None) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
@@ -124,25 +132,35 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
     pm = new_plugin_manager()
     registry = Registry()
     for ep in _selected_entry_points():
-        try:
-            pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # a broken third-party plugin must not take the others down
-            registry.problems.append(
-                f"plugin {ep.name!r} (entry point {ep.value!r}) failed to load: {type(exc).__name__}: {exc}")
-            continue
         dist = ep.dist
+        origin = f"plugin {ep.name!r} (entry point {ep.value!r}" + (f", {dist.name} {dist.version})" if dist else ")")
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # a broken third-party plugin must not take the others down
+            registry.problems.append(f"{origin} failed to load: {type(exc).__name__}: {_one_line(exc)}")
+            continue
+        unknown = _unknown_hooks(pm, plugin)
+        if unknown:  # a typo in one plugin's hook name must not stop the other plugins
+            pm.unregister(plugin)
+            registry.problems.append(f"{origin} was not loaded: " + "; ".join(
+                unknown_name_message("hook", name, sorted(KINDS.values())) for name in unknown))
+            continue
         registry.plugins.append(LoadedPlugin(ep.name, dist.name if dist else None, dist.version if dist else None))
     for i, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", None) or f"extra-{i}"
         pm.register(plugin, name=name)
+        unknown = _unknown_hooks(pm, plugin)
+        if unknown:
+            raise PluginError(f"plugin {name!r} implements a hook kdbench does not define: " + "; ".join(
+                unknown_name_message("hook", n, sorted(KINDS.values())) for n in unknown))
         registry.plugins.append(LoadedPlugin(name, None, None))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements a hook kdbench does not define: {exc}") from None
+    pm.check_pending()  # every plugin with an unknown hook was refused above
     if os.environ.get(TRACE_ENV):
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
-        pm.enable_tracing()
+        def before(hook_name, impls, kwargs):
+            sys.stderr.write(f"kdbench hook {hook_name} -> {', '.join(i.plugin_name for i in impls)}\n")
+
+        pm.add_hookcall_monitoring(before, lambda outcome, hook_name, impls, kwargs: None)
 
     by_name = {p.name: p for p in registry.plugins}
     for kind, hook_name in KINDS.items():

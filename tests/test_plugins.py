@@ -76,7 +76,7 @@ def test_broken_plugin_does_not_stop_the_others(tmp_path, monkeypatch):
     make_distribution(tmp_path, monkeypatch, "kdbench-broken", {"kdbench_broken": "import not_a_module_xyz\n"},
                       {"broken": "kdbench_broken"})
     registry = build_registry()
-    assert any("plugin 'broken' (entry point 'kdbench_broken') failed to load: ModuleNotFoundError" in p
+    assert any("plugin 'broken' (entry point 'kdbench_broken', kdbench-broken 1.2.3) failed to load: ModuleNotFoundError" in p
                for p in registry.problems)
     assert "ctc" in registry.names("losses")
 

@@ -3,6 +3,8 @@ of per-utterance rates; jiwer #59), with jiwer, after the pinned normalizer."""
 
 from __future__ import annotations
 
+import math
+
 import jiwer
 
 from kdbench.interfaces import Evaluation, Measurement, Metric
@@ -24,6 +26,8 @@ class WordErrorRate(Metric):
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
         refs, hyps = _pairs(ev)
+        if not refs:  # nothing to score is not a perfect score
+            return [Measurement("wer", math.nan, "%", False, coverage=(0, 0))]
         out = jiwer.process_words(refs, hyps)
         edits = out.substitutions + out.deletions + out.insertions
         words = out.substitutions + out.deletions + out.hits
@@ -38,6 +42,8 @@ class CharacterErrorRate(Metric):
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
         refs, hyps = _pairs(ev)
+        if not refs:
+            return [Measurement("cer", math.nan, "%", False, coverage=(0, 0))]
         out = jiwer.process_characters(refs, hyps)
         edits = out.substitutions + out.deletions + out.insertions
         chars = out.substitutions + out.deletions + out.hits

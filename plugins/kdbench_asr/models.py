@@ -146,6 +146,8 @@ class DeepSpeechCtc(Model):
     Its bidirectional RNN runs over padding, so outputs near an utterance's end depend slightly
     on the batch; prefer it as a student."""
 
+    version = 2  # 2: hidden state batch-major like every other model
+
     class Options(Options):
         hidden: int = Field(256, ge=4)
         dropout: float = Field(0.0, ge=0, lt=1)
@@ -160,7 +162,8 @@ class DeepSpeechCtc(Model):
 
     def forward(self, features, lengths) -> ModelOutput:
         out = self.net(features.unsqueeze(1))
-        return ModelOutput(out, lengths, {"encoder": self._captured.pop("encoder")})
+        # torchaudio runs fc4 time-major: (time, batch, dim)
+        return ModelOutput(out, lengths, {"encoder": self._captured.pop("encoder").transpose(0, 1)})
 
 
 class Wav2LetterCtc(Model):
