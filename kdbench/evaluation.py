@@ -30,6 +30,8 @@ class Deployable(nn.Module):
 class EvaluationResult:
     measurements: list[Measurement]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # metric name -> {"ids", "samples", "weights"}: per-utterance scores for paired statistics
+    scores: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {m.name: m.value for m in self.measurements}
@@ -63,6 +65,7 @@ def evaluate(
     deployed = target.prepare(Deployable(frontend, model).eval())
     measurements: list[Measurement] = []
     predictions: dict[str, list[dict[str, Any]]] = {}
+    scores: dict[str, dict[str, list]] = {}
     for split, examples in tests.items():
         preds = predict(deployed, task, examples)
         refs = [task.reference(e) for e in examples]
@@ -73,6 +76,11 @@ def evaluate(
             if metric.scope == "split":
                 for m in metric.compute(ev):
                     m.name = f"{split}/{m.name}"
+                    if m.samples is not None:
+                        if len(m.samples) != len(examples):
+                            raise ValueError(f"metric {m.name}: {len(m.samples)} samples for {len(examples)} utterances")
+                        scores[m.name] = {"ids": [e.id for e in examples], "samples": list(m.samples),
+                                          "weights": list(m.weights) if m.weights is not None else None}
                     measurements.append(m)
 
     first = next(iter(tests.values()))
@@ -86,4 +94,4 @@ def evaluate(
     for metric in metrics:
         if metric.scope == "model":
             measurements += metric.compute(ev)
-    return EvaluationResult(measurements, predictions)
+    return EvaluationResult(measurements, predictions, scores)

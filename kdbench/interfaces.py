@@ -145,6 +145,12 @@ class Measurement:
     unit: str = ""
     higher_is_better: bool = False
     coverage: tuple[int, int] | None = None  # (scored, total) utterances
+    # Per-utterance scores (in the order of the evaluated examples) so a leaderboard can put
+    # a paired bootstrap confidence interval on a difference. ``value`` must equal the
+    # ``weights``-weighted mean of ``samples`` (corpus WER = per-utterance WER weighted by
+    # reference words); ``weights`` None means equal weights.
+    samples: list[float] | None = None
+    weights: list[float] | None = None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Finished work on disk, so a rerun reuses it and a crash loses nothing already computed.
 
 Layout: ``<results>/<suite>/runs/<run key>/`` holds ``training.json`` and the checkpoint;
-``evaluation-<target key>.json`` and the predictions sit beside them, one per target, so
+``evaluation-<target key>.json``, the predictions and the per-utterance scores sit beside them, one per target, so
 adding a target re-measures without retraining.
 """
 
@@ -62,6 +62,18 @@ class RunStore:
 
     def load_evaluation(self, run_key: str, target_key: str) -> dict[str, Any] | None:
         return self._read_json(self.evaluation_path(run_key, target_key))
+
+    def scores_path(self, run_key: str, target_key: str) -> Path:
+        return self.run_dir(run_key) / f"scores-{target_key}.json"
+
+    def save_scores(self, run_key: str, target_key: str, scores: dict[str, dict[str, list]]) -> Path | None:
+        """Per-utterance scores (metric -> ids, samples, weights), kept apart from the evaluation
+        record so reading a leaderboard never has to parse them."""
+        if not scores:
+            return None
+        path = self.scores_path(run_key, target_key)
+        self._write_json(path, scores)
+        return path
 
     def prediction_paths(self, run_key: str, target_key: str) -> list[Path]:
         return sorted(self.run_dir(run_key).glob(f"predictions-{target_key}-*.jsonl"))

@@ -1,5 +1,8 @@
 """Word and character error rates: corpus-level (total edits / total reference units, not a mean
-of per-utterance rates; jiwer #59), with jiwer, after the pinned normalizer."""
+of per-utterance rates; jiwer #59), with jiwer, after the pinned normalizer.
+
+Each metric also reports per-utterance rates weighted by reference length (their weighted mean
+is exactly the corpus rate), so the leaderboard can bootstrap over utterances."""
 
 from __future__ import annotations
 
@@ -18,6 +21,32 @@ def _pairs(ev: Evaluation) -> tuple[list[str], list[str]]:
     return refs, hyps
 
 
+def _per_utterance(out) -> tuple[list[int], list[int]]:
+    """Edits and reference units of each utterance, from jiwer's alignment chunks."""
+    edits, units = [], []
+    for chunks in out.alignments:
+        e = n = 0
+        for c in chunks:
+            ref_len, hyp_len = c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx
+            if c.type in ("substitute", "delete"):
+                e += ref_len
+            elif c.type == "insert":
+                e += hyp_len
+            if c.type != "insert":
+                n += ref_len
+        edits.append(e)
+        units.append(n)
+    return edits, units
+
+
+def _measurement(name: str, out, n: int) -> Measurement:
+    edits, units = _per_utterance(out)
+    total = out.substitutions + out.deletions + out.hits
+    value = 100.0 * (out.substitutions + out.deletions + out.insertions) / max(total, 1)
+    samples = [100.0 * e / u if u else 0.0 for e, u in zip(edits, units)]
+    return Measurement(name, value, "%", False, coverage=(n, n), samples=samples, weights=[float(u) for u in units])
+
+
 class WordErrorRate(Metric):
     """Corpus WER in percent."""
 
@@ -28,10 +57,7 @@ class WordErrorRate(Metric):
         refs, hyps = _pairs(ev)
         if not refs:  # nothing to score is not a perfect score
             return [Measurement("wer", math.nan, "%", False, coverage=(0, 0))]
-        out = jiwer.process_words(refs, hyps)
-        edits = out.substitutions + out.deletions + out.insertions
-        words = out.substitutions + out.deletions + out.hits
-        return [Measurement("wer", 100.0 * edits / max(words, 1), "%", False, coverage=(len(refs), len(refs)))]
+        return [_measurement("wer", jiwer.process_words(refs, hyps), len(refs))]
 
 
 class CharacterErrorRate(Metric):
@@ -44,7 +70,4 @@ class CharacterErrorRate(Metric):
         refs, hyps = _pairs(ev)
         if not refs:
             return [Measurement("cer", math.nan, "%", False, coverage=(0, 0))]
-        out = jiwer.process_characters(refs, hyps)
-        edits = out.substitutions + out.deletions + out.insertions
-        chars = out.substitutions + out.deletions + out.hits
-        return [Measurement("cer", 100.0 * edits / max(chars, 1), "%", False, coverage=(len(refs), len(refs)))]
+        return [_measurement("cer", jiwer.process_characters(refs, hyps), len(refs))]
