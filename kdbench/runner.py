@@ -16,6 +16,7 @@ from kdbench.cache import Cache
 from kdbench.errors import CheckpointError
 from kdbench.evaluation import evaluate
 from kdbench.hashing import file_hash, stable_hash
+from kdbench.leaderboard import primary_column
 from kdbench.interfaces import Corpus, Measurement, Model, ModelSpec, Task
 from kdbench.pipeline import InputPipeline
 from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_layers
@@ -69,6 +70,7 @@ class SuiteResult:
     parent_run_id: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     reports: list[Path] = field(default_factory=list)
+    provenance: dict[str, str] = field(default_factory=dict)  # what every row of this invocation depends on
 
     @property
     def failures(self) -> list[Row]:
@@ -201,9 +203,19 @@ class Runner:
         key = run.key(self.base, {i: t.key for i, t in self.teachers.items()}, training.model_dump())
         row_base = dict(role="student", model=run.student.label, teacher=teacher_label, loss=run.loss.label,
                         seed=run.seed, run_key=key)
-        child = self._track_start(f"{run.student.label} | {run.loss.label}"
-                                  + (f" | {teacher_label}" if teacher_label else "") + f" | seed {run.seed}",
-                                  {"kdbench.role": "student", "kdbench.run_key": key, "kdbench.config_hash": key})
+        teacher_key = self.teachers[run.teacher].key if run.teacher in self.teachers else ""
+        # the config hash leaves out the seed: seeds of one configuration fold into one row
+        config_hash = stable_hash({"student": run.student.config(), "loss": run.loss.config(), "teacher": teacher_key,
+                                   "training": training.model_dump(), "base": self.base})
+        # the student as trained, whatever the loss: pairs a KD student with its no-KD baseline
+        student_hash = stable_hash({"student": run.student.config(), "training": training.model_dump(),
+                                    "base": self.base})
+        ident = {"kdbench.teacher_hash": teacher_key, "kdbench.config_hash": config_hash,
+                 "kdbench.student_hash": student_hash}
+        child = self._track_start(f"student {run.student.label} · {run.loss.label}"
+                                  + (f" ← {teacher_label}" if teacher_label else "") + f" · seed {run.seed}",
+                                  {"kdbench.role": "student", "kdbench.run_key": key, **self._identity_tags(row_base),
+                                   **ident})
         try:
             if run.teacher is not None and teacher is None:
                 raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
@@ -232,7 +244,7 @@ class Runner:
                                  tags={"kdbench.reused": reused, **self.provenance},
                                  steps=[("train.loss", s, v) for s, v in record["history"]])
                 self.tracker.artifact(child, self.store.checkpoint_path(key))
-            rows = self._evaluate_on_targets(model, key, row_base, reused, child)
+            rows = self._evaluate_on_targets(model, key, row_base, reused, child, ident)
             self._track_finish(child, all(r.status != "failed" for r in rows))
             return rows
         except Exception as exc:  # one crashed run is recorded; the suite goes on
@@ -241,7 +253,14 @@ class Runner:
                     for label in [t.label for t, _ in self.targets]]
 
     # ---- evaluation ---------------------------------------------------------------------
-    def _evaluate_on_targets(self, model: Model, run_key: str, row_base: dict, reused: bool, parent: str | None) -> list[Row]:
+    def _identity_tags(self, row_base: dict) -> dict[str, str]:
+        """What a leaderboard row is about, as tags, so it can be built from ``search_runs`` alone."""
+        return {"kdbench.suite": self.rs.name, "kdbench.model_role": row_base["role"],
+                "kdbench.model": row_base["model"], "kdbench.teacher": row_base["teacher"],
+                "kdbench.loss": row_base["loss"], "kdbench.seed": "" if row_base["seed"] is None else str(row_base["seed"])}
+
+    def _evaluate_on_targets(self, model: Model, run_key: str, row_base: dict, reused: bool, parent: str | None,
+                             ident: dict[str, str]) -> list[Row]:
         rows = []
         n_params = sum(p.numel() for p in model.parameters())
         for resolved, target in self.targets:
@@ -256,8 +275,11 @@ class Runner:
             try:
                 if record is None:
                     result = evaluate(model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
-                    record = {"measurements": [m.__dict__ for m in result.measurements],
+                    # per-utterance samples go to their own file: the record stays small
+                    record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
+                                               for m in result.measurements],
                               "target": {**resolved.config(), **target.describe()}}
+                    self.store.save_scores(run_key, target_key, result.scores)
                     self.store.save_evaluation(run_key, target_key, record, result.predictions)
                 else:
                     row.reused = True
@@ -265,18 +287,36 @@ class Runner:
                 row.status, row.error = "failed", _error_text(exc)
                 rows.append(row)
                 continue
+            # metric metadata travels as tags, so a leaderboard built from MLflow alone knows
+            # units, sort direction and coverage without the plugin that computed them
+            metric_tags: dict[str, str] = {}
             for m in record["measurements"]:
                 measurement = Measurement(**{**m, "coverage": tuple(m["coverage"]) if m.get("coverage") else None})
                 row.measurements[measurement.name] = measurement.value
                 self.columns.setdefault(measurement.name, (measurement.unit, measurement.higher_is_better))
+                metric_tags[f"kdbench.metric.{measurement.name}.unit"] = measurement.unit
+                metric_tags[f"kdbench.metric.{measurement.name}.higher_is_better"] = str(measurement.higher_is_better)
+                if measurement.coverage:
+                    metric_tags[f"kdbench.metric.{measurement.name}.coverage"] = "%d/%d" % measurement.coverage
+            primary = primary_column({m["name"]: None for m in record["measurements"]})
+            if primary:
+                metric_tags["kdbench.primary_metric"] = primary
             if parent:
-                grandchild = self.tracker.start(f"{row_base['model']} @ {resolved.label}", parent,
-                                                {"kdbench.role": "evaluation", "kdbench.target": resolved.label,
-                                                 "kdbench.run_key": run_key})
+                seed = f" · seed {row_base['seed']}" if row_base["seed"] is not None else ""
+                loss = f" · {row_base['loss']}" if row_base["role"] == "student" else ""
+                config_hash = stable_hash({"run": ident.get("kdbench.config_hash", run_key), "target": target_key})
+                grandchild = self.tracker.start(
+                    f"{row_base['model']}{loss}{seed} @ {resolved.label}", parent,
+                    {"kdbench.role": "evaluation", "kdbench.target": resolved.label, "kdbench.run_key": run_key,
+                     "kdbench.target_key": target_key, **self._identity_tags(row_base), **ident,
+                     "kdbench.config_hash": config_hash})
                 self.tracker.log(grandchild, params=flatten("target", record["target"]), metrics=row.measurements,
-                                 tags=self.provenance)
+                                 tags={**self.provenance, **metric_tags})
                 for path in self.store.prediction_paths(run_key, target_key):
                     self.tracker.artifact(grandchild, path, "predictions")
+                scores = self.store.scores_path(run_key, target_key)
+                if scores.exists():
+                    self.tracker.artifact_as(grandchild, scores, "scores.json")
                 self.tracker.finish(grandchild)
             row.run_key = run_key
             rows.append(row)
@@ -316,7 +356,8 @@ class Runner:
     def run(self) -> SuiteResult:
         self._prepare()
         # task state carries e.g. the text-normalizer version, which moves WER on its own
-        self.provenance = {**provenance(), **flatten("task", self.task.state())}
+        self.provenance = {**provenance(), **flatten("task", self.task.state()),
+                           "kdbench.data_hash": self.corpus.fingerprint}
         runs = plan_student_runs(self.rs)
         self.parent_run_id = None
         if self.tracker:
@@ -328,17 +369,19 @@ class Runner:
         overall = self.progress.start("suite", len(self.rs.teachers) + len(runs))
         done = 0
         for i, resolved in enumerate(self.rs.teachers):
-            child = self._track_start(f"teacher {resolved.label}", {"kdbench.role": "teacher"})
             row_base = dict(role="teacher", model=resolved.label, teacher="", loss=self.task.default_loss or "",
                             seed=None, run_key="")
+            child = self._track_start(f"teacher {resolved.label}", {"kdbench.role": "teacher",
+                                                                   **self._identity_tags(row_base)})
             try:
                 state = self._obtain_teacher(i)
                 self.teachers[i] = state
                 row_base["run_key"] = state.key
+                ident = {"kdbench.teacher_hash": state.key, "kdbench.config_hash": state.key}
                 if child:
                     self.tracker.log(child, params=flatten("", {"teacher": resolved.config(), "base": self.base}),
-                                     tags={"kdbench.teacher_key": state.key, **self.provenance})
-                teacher_rows = self._evaluate_on_targets(state.model, state.key, row_base, False, child)
+                                     tags={"kdbench.teacher_key": state.key, **ident, **self.provenance})
+                teacher_rows = self._evaluate_on_targets(state.model, state.key, row_base, False, child, ident)
                 rows += teacher_rows
                 self._track_finish(child, all(r.status != "failed" for r in teacher_rows))
             except Exception as exc:
@@ -360,7 +403,8 @@ class Runner:
             rows += result
         self.progress.stop(overall)
         self._add_teacher_gaps(rows)
-        result = SuiteResult(self.rs.name, rows, self.columns, self.out_dir, self.parent_run_id, self.stats)
+        result = SuiteResult(self.rs.name, rows, self.columns, self.out_dir, self.parent_run_id, self.stats,
+                             provenance=dict(self.provenance))
         for reporter in self.rs.reporters:
             result.reports += reporter.build().report(result, self.out_dir, self.rs.name)
         if self.tracker and self.parent_run_id:
@@ -368,8 +412,24 @@ class Runner:
                                                           if isinstance(v, (int, float))})
             for path in result.reports:
                 self.tracker.artifact(self.parent_run_id, path, "leaderboard")
+            result.reports += self._publish_mlflow_leaderboard()
             self.tracker.finish(self.parent_run_id, not result.failures)
         return result
+
+
+    def _publish_mlflow_leaderboard(self) -> list[Path]:
+        """The leaderboard as MLflow sees it (every machine's runs of this suite), its HTML page and
+        Pareto fronts, next to the local files and on the parent run, so the MLflow UI shows them."""
+        from kdbench.mlflow_leaderboard import publish
+
+        try:
+            paths = publish(self.tracker, self.rs.name, self.out_dir / "mlflow-leaderboard")
+        except Exception as exc:  # a picture that cannot be drawn must not fail a finished suite
+            self.progress.stage(f"MLflow leaderboard not published: {_error_text(exc)}")
+            return []
+        for path in paths:
+            self.tracker.artifact(self.parent_run_id, path, "leaderboard")
+        return paths
 
 
 def load_checkpoint(model: torch.nn.Module, path: Path, what: str) -> None:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from kdbench.errors import TrackingError
+from kdbench.errors import TrackingError, TrackingUnreachable
+
+T = TypeVar("T")
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -35,6 +40,38 @@ def flatten(prefix: str, obj: Any) -> dict[str, str]:
     return out
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc)
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 8, base_delay: float = 0.05) -> T:
+    """Call ``fn``, retrying with jittered exponential backoff while sqlite says the database is
+    locked: two suites writing one sqlite store serialise on its write lock, and MLflow's sqlite
+    store surfaces that as an error instead of waiting (field notes: mlflow PR #6490)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not _locked(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(base_delay * (2 ** attempt) * (1 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unreachable(uri: str, exc: BaseException) -> bool:
+    """A server that does not answer (as opposed to one that refuses what we ask)."""
+    if not uri.startswith(("http://", "https://")):
+        return False
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
+                                   "Failed to establish", "timed out", "Name or service not known"))
+
+
 def _sqlite_dir(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).resolve().parent
@@ -51,25 +88,36 @@ class Tracker:
             sqlite_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.experiment = experiment
         try:
             self.client = MlflowClient(tracking_uri=uri)
-            existing = self.client.get_experiment_by_name(experiment)
-            if existing is not None:
-                self.experiment_id = existing.experiment_id
-            else:
-                location = (sqlite_dir / "mlartifacts" / experiment).as_uri() if sqlite_dir else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = with_retry(lambda: self._experiment_id(experiment, sqlite_dir))
         except Exception as exc:  # mlflow raises many types; the user needs one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrackingError(f"cannot use MLflow tracking store {uri}: {first} "
+            if _unreachable(uri, exc):
+                raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable: {_first_line(exc)}") from None
+            raise TrackingError(f"cannot use MLflow tracking store {uri}: {_first_line(exc)} "
                                 "(use --tracking-uri, or --no-tracking to keep results on disk only)") from None
+
+    def _experiment_id(self, experiment: str, sqlite_dir: Path | None) -> str:
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is not None:
+            return existing.experiment_id
+        location = (sqlite_dir / "mlartifacts" / experiment).as_uri() if sqlite_dir else None
+        try:
+            return self.client.create_experiment(experiment, artifact_location=location)
+        except Exception:
+            # another suite created it between our lookup and our create
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is None:
+                raise
+            return existing.experiment_id
 
     def start(self, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None) -> str:
         tags = dict(tags or {})
         tags["mlflow.runName"] = name
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+        return with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name)).info.run_id
 
     def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
             tags: dict[str, Any] | None = None, steps: Iterable[tuple[str, int, float]] = ()) -> None:
@@ -82,12 +130,20 @@ class Tracker:
         tag_rows = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
         # MLflow caps one batch at 1000 metrics, 100 params and 100 tags
         for i in range(0, len(metric_rows), 1000):
-            self.client.log_batch(run_id, metrics=metric_rows[i:i + 1000])
+            batch = metric_rows[i:i + 1000]
+            with_retry(lambda: self.client.log_batch(run_id, metrics=batch))
         for i in range(0, max(len(param_rows), len(tag_rows)), 100):
-            self.client.log_batch(run_id, params=param_rows[i:i + 100], tags=tag_rows[i:i + 100])
+            params_, tags_ = param_rows[i:i + 100], tag_rows[i:i + 100]
+            with_retry(lambda: self.client.log_batch(run_id, params=params_, tags=tags_))
 
     def artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), subdir)
 
+    def artifact_as(self, run_id: str, path: Path, name: str, subdir: str | None = None) -> None:
+        """Log ``path`` under another file name (e.g. ``scores-<key>.json`` as ``scores.json``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(path, Path(tmp) / name)
+            self.client.log_artifact(run_id, str(Path(tmp) / name), subdir)
+
     def finish(self, run_id: str, ok: bool = True) -> None:
-        self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+        with_retry(lambda: self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))

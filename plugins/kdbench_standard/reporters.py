@@ -1,7 +1,9 @@
-"""Leaderboard files next to the runs: raw numbers as CSV, formatted as Markdown."""
+"""Leaderboard files next to the runs: raw numbers as CSV, formatted as Markdown, and the
+provenance (commit, versions, normalizer, data hash, host) the numbers depend on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kdbench.cache import atomic_write_bytes
@@ -24,5 +26,11 @@ class LeaderboardFiles(Reporter):
         if failures:
             text += "\n## Not in the ranking\n\n" + "".join(
                 f"- {r.model} · {r.loss} · seed {r.seed} @ {r.target}: {r.status}: {r.error}\n" for r in failures)
+        provenance = getattr(result, "provenance", None) or {}
+        if provenance:
+            text += "\n## Provenance\n\n" + "".join(f"- {k}: {v}\n" for k, v in sorted(provenance.items())
+                                                     if k != "task.chars")
         atomic_write_bytes(md_path, text.encode())
-        return [csv_path, md_path, rows_path]
+        prov_path = out_dir / "provenance.json"
+        atomic_write_bytes(prov_path, json.dumps(provenance, indent=2, sort_keys=True).encode())
+        return [csv_path, md_path, rows_path, prov_path]

@@ -1,0 +1,61 @@
+"""Pareto fronts: which models no other model beats on both quality and cost (latency, size).
+
+matplotlib with the Agg backend: files only, no display, safe in cron and CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def pareto_mask(cost: Sequence[float], quality: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    """True for points no other point dominates (cost lower-or-equal and quality better-or-equal,
+    one of them strictly)."""
+    c = np.asarray(cost, float)
+    q = np.asarray(quality, float) if higher_is_better else -np.asarray(quality, float)
+    ok = np.isfinite(c) & np.isfinite(q)
+    mask = np.zeros(len(c), bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+def plot_front(labels: Sequence[str], roles: Sequence[str], cost: Sequence[float], quality: Sequence[float], *,
+               higher_is_better: bool, cost_label: str, quality_label: str, title: str, path: Path,
+               log_x: bool = False) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c, q = np.asarray(cost, float), np.asarray(quality, float)
+    front = pareto_mask(c, q, higher_is_better)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for role, marker in (("teacher", "s"), ("student", "o")):
+        sel = np.array([r == role for r in roles])
+        ax.scatter(c[sel & ~front], q[sel & ~front], marker=marker, color="tab:gray", alpha=0.6,
+                   label=f"{role}")
+        ax.scatter(c[sel & front], q[sel & front], marker=marker, color="tab:red", label=f"{role} (Pareto)")
+    order = np.argsort(c[front])
+    ax.plot(c[front][order], q[front][order], color="tab:red", linewidth=1, drawstyle="steps-post"
+            if not higher_is_better else "steps-pre")
+    for x, y, label in zip(c, q, labels):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_label + " (lower is better)")
+    ax.set_ylabel(quality_label + (" (higher is better)" if higher_is_better else " (lower is better)"))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
