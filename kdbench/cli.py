@@ -106,8 +106,10 @@ def main():
 @click.option("--force-teachers", is_flag=True, help="Also retrain teachers and recompute their outputs.")
 @click.option("--reevaluate", is_flag=True, help="Keep trained models, redo every evaluation (e.g. on a quieter machine).")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (results are still written to disk).")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="After the run, compare with this regression baseline (as `kdbench compare`); exit 7 on a regression.")
 @_handle_errors
-def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reevaluate, no_tracking):
+def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reevaluate, no_tracking, baseline):
     """Distill, evaluate and rank everything SUITE declares.
 
     Finished work is reused on a second run; --force redoes it. A failing run is recorded
@@ -117,16 +119,30 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     from kdbench.leaderboard import display_frame, leaderboard_frame
     from kdbench.runner import Runner
     from kdbench.suite import load_suite
+    from kdbench.errors import TrackingUnreachable
+    from kdbench.spool import SpoolTracker
     from kdbench.tracking import Tracker, resolve_tracking_uri
 
     registry = _registry()
     _warn_problems(registry)
     rs = load_suite(suite, registry)
+    if baseline is not None:
+        from kdbench.regression import load as load_baseline
+
+        load_baseline(baseline)  # a broken baseline should fail before an hour of training, not after
     tracker = None
     if not no_tracking:
         uri = resolve_tracking_uri(tracking_uri, rs.suite.tracking.uri)
-        tracker = Tracker(uri, rs.suite.tracking.experiment or f"kdbench-{rs.name}")
-        console.print(f"[dim]tracking to {uri} (experiment {rs.suite.tracking.experiment or 'kdbench-' + rs.name})[/]")
+        experiment = rs.suite.tracking.experiment or f"kdbench-{rs.name}"
+        try:
+            tracker = Tracker(uri, experiment)
+            console.print(f"[dim]tracking to {uri} (experiment {experiment})[/]")
+        except TrackingUnreachable as exc:
+            # the results must not be lost because a server is down: keep them locally
+            tracker = SpoolTracker(Path(results_dir) / "spool", uri, experiment)
+            err_console.print(f"[yellow]warning:[/] {exc}; tracking to {tracker.dir} instead "
+                              f"(upload later with `kdbench sync --results-dir {results_dir}`)",
+                              highlight=False, soft_wrap=True)
     with RichProgress(console) as progress:
         runner = Runner(rs, registry, cache=Cache(cache_dir), results_root=results_dir, tracker=tracker,
                         force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
@@ -136,6 +152,11 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
         console.print(f"wrote {path}")
     stats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")
+    if baseline is not None and tracker is not None and getattr(tracker, "client", None) is not None:
+        _gate(baseline, tracker.client, [tracker.experiment_id], rs.name, report=None, allow_missing=False)
+    elif baseline is not None:
+        err_console.print(f"[yellow]warning:[/] not compared with {baseline}: the results are not in a tracking store "
+                          "(run `kdbench sync`, then `kdbench compare`)", highlight=False, soft_wrap=True)
     if result.failures:
         for row in result.failures:
             err_console.print(f"[red]failed[/] {row.model} · {row.loss} · seed {row.seed} @ {row.target}: {row.error}",
@@ -201,6 +222,209 @@ def _print_frame(frame, title):
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     console.print(table)
+
+
+# ---- leaderboards, regression gate and sync (read MLflow, not private files) ---------------------
+def _suite_ref(suite: str | None, tracking_uri: str | None, experiment: str | None):
+    """SUITE may be a suite file (its name, tracking URI and experiment are used) or a bare name."""
+    from kdbench.tracking import resolve_tracking_uri
+
+    suite_uri = None
+    if suite and Path(suite).suffix in (".yaml", ".yml") and Path(suite).is_file():
+        import yaml
+
+        data = yaml.safe_load(Path(suite).read_text()) or {}
+        tracking = data.get("tracking") or {}
+        suite, suite_uri = data.get("name"), tracking.get("uri")
+        experiment = experiment or tracking.get("experiment")
+    return suite, resolve_tracking_uri(tracking_uri, suite_uri), experiment
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    from kdbench.errors import TrackingError
+    from kdbench.tracking import _first_line
+
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise TrackingError(f"no MLflow tracking store at {uri} (run a suite first, or pass --tracking-uri)")
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingError(f"cannot read MLflow tracking store {uri}: {_first_line(exc)}") from None
+    return client
+
+
+def _board(client, suite, experiment, **kwargs):
+    from kdbench.errors import TrackingError
+    from kdbench.mlflow_leaderboard import build, experiment_ids
+
+    ids = experiment_ids(client, suite, experiment)
+    if not ids:
+        raise TrackingError(f"no MLflow experiment for suite {suite!r} in this store "
+                            f"(expected {experiment or 'kdbench-' + str(suite)})")
+    return build(client, ids, suite, **kwargs)
+
+
+_tracking_option = click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's, "
+                                                      "else sqlite:///results/mlflow.db).")
+_experiment_option = click.option("--experiment", help="MLflow experiment (default kdbench-<suite>).")
+
+
+@main.command()
+@click.argument("suite", required=False)
+@click.option("--target", help="Only this target.")
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "html", "json"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write leaderboard.{csv,json,md,html} and Pareto PNGs to this directory.")
+@click.option("--min-coverage", type=click.FloatRange(0, 1), default=0.95, show_default=True,
+              help="Rows scored on a smaller fraction of the test set are marked and not ranked.")
+@click.option("--metric", help="Rank by this metric (default: the suite's primary metric).")
+@click.option("--no-bootstrap", is_flag=True, help="Skip the KD-gain confidence intervals (no artifact downloads).")
+@click.option("--refresh", is_flag=True, help="Re-read every run instead of only those finished since the last read.")
+@_tracking_option
+@_experiment_option
+@_handle_errors
+def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, refresh, tracking_uri, experiment):
+    """The leaderboard of SUITE (a suite file or name; all experiments if omitted) from MLflow:
+    every evaluation run in the tracking store, from this machine or another."""
+    from kdbench.cache import Cache
+    from kdbench.mlflow_leaderboard import display, render, write_all
+
+    suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
+    client = _client(uri)
+    options = dict(target=target, min_coverage=min_coverage, metric=metric, bootstrap=not no_bootstrap,
+                   cache_dir=Cache(None).root / "mlflow-runs", refresh=refresh)
+    if suite is None and experiment is None:
+        from kdbench.mlflow_leaderboard import build
+
+        board = build(client, [e.experiment_id for e in client.search_experiments()], None, **options)
+    else:
+        board = _board(client, suite, experiment, **options)
+    if board.empty:
+        on = f" on target {target}" if target else ""
+        err_console.print(f"no finished evaluation runs for {suite or 'any suite'}{on} in {uri}", highlight=False)
+        return
+    if out is not None:
+        for path in write_all(board, out, f"Leaderboard: {suite or 'all suites'}"):
+            err_console.print(f"wrote {path}", highlight=False)
+    if fmt == "table":
+        _print_frame(display(board), f"leaderboard: {suite or 'all suites'} ({board.runs} evaluation runs, {uri})")
+    else:
+        click.echo(render(board, fmt), nl=False)
+
+
+def _gate(baseline_path, client, exp_ids, suite, report, allow_missing):
+    from kdbench.errors import BaselineError, RegressionFound
+    from kdbench.mlflow_leaderboard import build
+    from kdbench.regression import compare, load
+
+    baseline = load(baseline_path)
+    if suite and baseline.get("suite") and baseline["suite"] != suite:
+        raise BaselineError(f"{baseline_path}: baseline is for suite {baseline['suite']!r}, not {suite!r}")
+    board = build(client, exp_ids, suite or baseline.get("suite"), bootstrap=False)
+    result = compare(baseline, board)
+    text = result.text()
+    console.print(text, highlight=False, markup=False, soft_wrap=True, end="")
+    if report is not None:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        Path(report).write_text(text)
+    if result.regressions:
+        worst = result.regressions[0]
+        raise RegressionFound(f"{len(result.regressions)} regression(s) against {baseline_path}, e.g. {worst.metric} "
+                              f"of {worst.row}: {worst.baseline:.4g} -> {worst.current:.4g}")
+    if result.missing and not allow_missing:
+        raise RegressionFound(f"{len(result.missing)} baseline value(s) missing from the latest results "
+                              f"(see MISSING above; --allow-missing to ignore, or `kdbench baseline update`)")
+    console.print(f"[green]ok[/] no regressions against {baseline_path}", highlight=False)
+
+
+@main.command()
+@click.argument("suite", required=False)
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), required=True,
+              help="The committed baseline file (`kdbench baseline update` writes it).")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write the comparison here.")
+@click.option("--allow-missing", is_flag=True, help="Do not fail on baseline rows or metrics that no longer exist.")
+@_tracking_option
+@_experiment_option
+@_handle_errors
+def compare(suite, baseline_path, report, allow_missing, tracking_uri, experiment):
+    """Check the latest results of SUITE (default: the baseline's suite) against a baseline:
+    prints every regression with its size and exits 7 if there is one."""
+    from kdbench.regression import load
+
+    data = load(baseline_path)  # a bad baseline is reported before the store is touched
+    suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
+    suite = suite or data.get("suite")
+    client = _client(uri)
+    from kdbench.mlflow_leaderboard import experiment_ids
+
+    ids = experiment_ids(client, suite, experiment)
+    if not ids:
+        from kdbench.errors import TrackingError
+
+        raise TrackingError(f"no MLflow experiment for suite {suite!r} in {uri}")
+    _gate(baseline_path, client, ids, suite, report, allow_missing)
+
+
+@main.group()
+def baseline():
+    """Regression baselines for `kdbench compare`."""
+
+
+@baseline.command("update")
+@click.argument("suite", required=False)
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), required=True,
+              help="File to write (tolerances already in it are kept).")
+@_tracking_option
+@_experiment_option
+@_handle_errors
+def baseline_update(suite, baseline_path, tracking_uri, experiment):
+    """Write the latest results of SUITE as the baseline (commit the file)."""
+    from kdbench.errors import BaselineError
+    from kdbench.regression import load, make, save
+
+    previous = None
+    if Path(baseline_path).exists():
+        try:
+            previous = load(baseline_path)
+        except BaselineError as exc:  # an old or broken file is replaced, with its tolerances reset
+            err_console.print(f"[yellow]warning:[/] {exc}; replacing it", highlight=False, soft_wrap=True)
+    suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
+    suite = suite or (previous or {}).get("suite")
+    if not suite:
+        raise BaselineError("name the suite: kdbench baseline update SUITE --baseline FILE")
+    board = _board(_client(uri), suite, experiment, bootstrap=False)
+    if board.empty:
+        raise BaselineError(f"no finished evaluation runs of suite {suite!r} in {uri}: nothing to baseline")
+    data = make(board, previous=previous, suite=suite)
+    save(baseline_path, data)
+    n_values = sum(len(r["values"]) for r in data["rows"])
+    console.print(f"wrote {baseline_path}: {len(data['rows'])} row(s), {n_values} value(s)", highlight=False)
+
+
+@main.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="The --results-dir of the runs whose tracking was spooled (results/spool/).")
+@click.option("--tracking-uri", help="Upload to this store instead of the one each session was meant for.")
+@_handle_errors
+def sync(results_dir, tracking_uri):
+    """Upload runs that were tracked locally while the MLflow store was unreachable."""
+    from kdbench.spool import pending, sync_session
+
+    sessions = pending(Path(results_dir) / "spool")
+    if not sessions:
+        console.print("nothing to sync", highlight=False)
+        return
+    for session in sessions:
+        report = sync_session(session, tracking_uri)
+        console.print(f"synced {session.name}: {report.runs} run(s) to {report.uri}", highlight=False)
 
 
 @main.group()

@@ -41,6 +41,22 @@ class TrackingError(KdbenchError):
     exit_code = 6
 
 
+class TrackingUnreachable(TrackingError):
+    """The MLflow tracking server does not answer (results can be spooled and synced later)."""
+
+
+class BaselineError(KdbenchError):
+    """A regression baseline file is missing, malformed, or from another schema."""
+
+    exit_code = 2
+
+
+class RegressionFound(KdbenchError):
+    """A compared metric is worse than its baseline beyond tolerance (the nightly gate)."""
+
+    exit_code = 7
+
+
 class RunFailed(KdbenchError):
     """One or more runs of a suite failed; the others finished and were recorded."""
 

@@ -1,0 +1,105 @@
+"""The nightly gate: `kdbench baseline update` then `kdbench compare` on an MLflow store, with
+synthetic evaluation runs (real runs feed the same path: see test_mlflow_leaderboard)."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from kdbench.cli import main
+from kdbench.regression import allowed_worsening, tolerance_for
+from kdbench.synthetic_runs import log_evaluation
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("regression") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    return uri, MlflowClient(uri)
+
+
+def populate(store, suite, wer=20.0, latency=5.0):
+    uri, client = store
+    exp = client.get_experiment_by_name(f"kdbench-{suite}")
+    exp_id = exp.experiment_id if exp else client.create_experiment(f"kdbench-{suite}")
+    for seed in (0, 1):
+        log_evaluation(client, exp_id, suite=suite, seed=seed,
+                       metrics={"test-unseen/wer": wer + seed, "latency_ms": latency, "size_mb": 0.1})
+        log_evaluation(client, exp_id, suite=suite, seed=seed, loss="ctc-kd", teacher="big",
+                       metrics={"test-unseen/wer": wer - 2 + seed, "latency_ms": latency, "size_mb": 0.1})
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_unchanged_passes_and_worse_fails_naming_the_metric(store, tmp_path):
+    uri, _ = store
+    populate(store, "gate")
+    baseline = tmp_path / "baseline.yaml"
+    result = cli("baseline", "update", "gate", "--baseline", baseline, "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(baseline.read_text())
+    assert data["schema"] == 1 and len(data["rows"]) == 2
+    assert data["tolerances"]["latency_ms"] == {"ratio": 2.0}
+
+    populate(store, "gate")  # an unchanged rerun
+    ok = cli("compare", "gate", "--baseline", baseline, "--tracking-uri", uri)
+    assert ok.exit_code == 0, ok.output
+    assert "0 regression(s)" in ok.output
+
+    populate(store, "gate", latency=9.0)  # 1.8x slower: inside the ratio-2 latency tolerance
+    assert cli("compare", "gate", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+
+    populate(store, "gate", wer=25.0)  # 5 points worse WER: a regression
+    report = tmp_path / "report.txt"
+    bad = cli("compare", "gate", "--baseline", baseline, "--tracking-uri", uri, "--report", report)
+    assert bad.exit_code == 7
+    assert "REGRESSION  test-unseen/wer  gru-ctc · ctc @ cpu: 20.5 -> 25.5" in bad.output
+    assert "2 regression(s)" in bad.output and "test-unseen/wer" in report.read_text()
+
+
+def test_old_schema_baseline_is_explained(store, tmp_path):
+    uri, _ = store
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"suite": "gate", "rows": [{"model": "gru-ctc", "wer": 20}]}))
+    result = cli("compare", "gate", "--baseline", old, "--tracking-uri", uri)
+    assert result.exit_code == 2
+    assert "baseline from an older kdbench (no `schema` field)" in result.output
+    assert "kdbench baseline update" in result.output
+    old.write_text(yaml.safe_dump({"schema": 99, "rows": [], "metrics": {}}))
+    assert "schema 99 is newer" in cli("compare", "gate", "--baseline", old, "--tracking-uri", uri).output
+
+
+def test_baseline_naming_metrics_or_runs_that_no_longer_exist(store, tmp_path):
+    uri, _ = store
+    populate(store, "renamed")
+    baseline = tmp_path / "b.yaml"
+    assert cli("baseline", "update", "renamed", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    data = yaml.safe_load(baseline.read_text())
+    data["rows"][0]["values"]["test-unseen/sentence_error"] = 3.0
+    data["rows"].append({**data["rows"][0], "model": "retired-student"})
+    baseline.write_text(yaml.safe_dump(data))
+    result = cli("compare", "renamed", "--baseline", baseline, "--tracking-uri", uri)
+    assert result.exit_code == 7
+    assert "MISSING     test-unseen/sentence_error" in result.output and "metric not in the latest results" in result.output
+    assert "retired-student" in result.output and "no such run in the latest results" in result.output
+    assert cli("compare", "renamed", "--baseline", baseline, "--tracking-uri", uri, "--allow-missing").exit_code == 0
+
+
+def test_missing_baseline_file_and_store(tmp_path):
+    result = cli("compare", "gate", "--baseline", tmp_path / "none.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/x.db")
+    assert result.exit_code == 2 and "no such baseline file" in result.output
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"schema": 1, "suite": "gate", "rows": [], "metrics": {}}))
+    result = cli("compare", "--baseline", tmp_path / "b.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/x.db")
+    assert result.exit_code == 6 and "no MLflow tracking store at sqlite:///" in result.output
+
+
+def test_tolerance_kinds_follow_the_metric_direction():
+    tol = {"*latency*": {"ratio": 2.0}, "*/wer": {"abs": 1.0}, "*": {"rel": 0.05}}
+    assert tolerance_for("latency_ms", tol) == ("ratio", 2.0)
+    assert tolerance_for("test/wer", tol) == ("abs", 1.0)
+    assert tolerance_for("params", tol) == ("rel", 0.05)
+    assert allowed_worsening("ratio", 2.0, 10.0, higher_is_better=False) == 10.0   # up to 20 ms
+    assert allowed_worsening("ratio", 2.0, 10.0, higher_is_better=True) == 5.0     # down to 5
+    assert allowed_worsening("rel", 0.05, 200.0, higher_is_better=True) == 10.0
