@@ -161,10 +161,18 @@ class Evaluation:
     examples: list[Example]
     predictions: list[Any]
     references: list[Any]
-    run: Callable[[Example], Any] | None  # runs the prepared model on one example (for timing)
-    model: nn.Module | None
+    run: Callable[[Example], Any] | None  # runs the prepared model on one example
+    model: nn.Module | None  # the eager fp32 model (front end included): parameters, FLOPs
     artifact_bytes: int | None  # size of the model as deployed on the target
     extras: dict[str, Any] = field(default_factory=dict)
+    # What kdbench.measurement times (model-scope metrics only): ``prepare_input(example)`` is
+    # outside the timed region, ``forward(prepared)`` inside it. ``startup()`` returns ``load``
+    # (set-up untimed); ``load()`` loads the target's artifact afresh and returns a new
+    # ``forward``: the cold start is ``load()`` plus its first call.
+    prepare_input: Callable[[Example], Any] | None = None
+    forward: Callable[[Any], Any] | None = None
+    startup: Callable[[], Callable[[], Callable[[Any], Any]]] | None = None
+    threads: int | None = None  # intra-op threads the target runs with
 
 
 class Metric(ABC):
@@ -178,13 +186,39 @@ class Metric(ABC):
 
 
 class Target(ABC):
-    """Where a model is re-measured. ``prepare`` returns the model as it runs there."""
+    """Where a model is re-measured. ``prepare`` returns the model as it runs there; kdbench
+    then computes every metric on it, quality included, and times it with its own method
+    (kdbench.measurement), so targets never time anything themselves."""
+
+    #: intra-op threads the target runs with (recorded with every measurement)
+    threads: int | None = None
 
     def available(self) -> tuple[bool, str]:
+        """Can this machine run the target, and if not, why (shown in the skipped row)."""
         return True, ""
 
     @abstractmethod
-    def prepare(self, model: nn.Module) -> nn.Module: ...
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model as deployed here: ``model`` is a ``kdbench.evaluation.Deployable`` (front
+        end + model, ``(inputs, lengths) -> ModelOutput``); return a module with the same call.
+        Do not modify ``model``: copy it first if the conversion works in place."""
+
+    def startup(self, prepared: nn.Module, model: nn.Module) -> Callable[[], nn.Module]:
+        """A function that loads the deployed model afresh from its artifact, as a device does
+        when it starts (timed as cold start, up to the first result). By default: the state dict
+        is deserialised into a copy of ``model`` and prepared again."""
+        import copy
+        import io
+
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        skeleton = copy.deepcopy(model)
+
+        def load() -> nn.Module:
+            skeleton.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+            return self.prepare(skeleton)
+
+        return load
 
     def artifact_bytes(self, model: nn.Module) -> int:
         """Size of ``model`` (as returned by ``prepare``) when deployed on this target."""
@@ -195,7 +229,7 @@ class Target(ABC):
         return buf.getbuffer().nbytes
 
     def describe(self) -> dict[str, Any]:
-        """What to record about this target (threads, precision, ...)."""
+        """What to record about this target (threads, precision, runtime ...)."""
         return {}
 
 

@@ -460,6 +460,7 @@ def cost_axes(columns: dict[str, tuple[str, bool]]) -> list[tuple[str, str, bool
     axes = []
     for unit, label, log in (("ms", "p50 latency", False), ("MB", "size", True)):
         names = [n for n, (u, _) in columns.items() if u == unit and "/" not in n]
+        names.sort(key=lambda n: "p50" not in n)  # the median latency, not a tail or a cold start
         if names:
             axes.append((names[0], f"{label} ({unit})", log))
     return axes

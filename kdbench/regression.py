@@ -28,6 +28,9 @@ from kdbench.errors import BaselineError
 SCHEMA = 1
 IDENTITY = ("role", "model", "teacher", "loss", "target")
 KINDS = ("abs", "rel", "ratio")
+TIMING_UNITS = ("ms", "x", "GFLOP/s")
+# measurement conditions, not results: the load other processes put on the machine
+CONDITION_UNITS = ("cores",)
 
 
 def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[str, float]]:
@@ -35,7 +38,7 @@ def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[s
     (fnmatch); the first match wins, so specific patterns come first."""
     tol: dict[str, dict[str, float]] = {}
     for name, (unit, _) in columns.items():
-        if unit in ("ms", "x"):  # timings: a busy CI box is easily 1.5x slower
+        if unit in TIMING_UNITS or name.endswith("pct_of_peak"):  # a busy CI box is easily 1.5x slower
             tol[name] = {"ratio": 2.0}
         elif unit == "%":  # error rates: percentage points
             tol[name] = {"abs": 1.0}
@@ -130,7 +133,8 @@ def make(board, *, previous: dict[str, Any] | None = None, suite: str | None = N
     frame = latest(board)
     rows = []
     for rec in frame.to_dict("records"):
-        values = {m: float(rec[m]) for m in board.columns if m in rec and not _nan(rec[m])}
+        values = {m: float(rec[m]) for m, (unit, _) in board.columns.items()
+                  if m in rec and not _nan(rec[m]) and unit not in CONDITION_UNITS}
         rows.append({**{k: rec[k] for k in IDENTITY}, "n": int(rec["n"]), "values": values,
                      "provenance": {"git_commit": rec.get("git_commit", ""), "config_hash": rec.get("kdbench.config_hash", ""),
                                     "host.cpu": rec.get("host.cpu", "")}})

@@ -42,7 +42,7 @@ def test_leaderboard_from_a_real_run(tiny_store):
     assert [(r["role"], r["loss"]) for r in rows] == [("teacher", "ctc"), ("student", "ctc"), ("student", "ctc-kd")]
     assert board["primary"] == "test-unseen/wer"
     assert board["metrics"]["test-unseen/wer"] == {"unit": "%", "higher_is_better": False}
-    assert board["metrics"]["latency_ms"]["unit"] == "ms"
+    assert board["metrics"]["latency_p50_ms"]["unit"] == "ms"
     kd = rows[2]
     # KD gain against the same student without KD, with a bootstrap interval around it
     assert kd["test-unseen/wer KD gain"] == pytest.approx(rows[1]["test-unseen/wer"] - kd["test-unseen/wer"])
@@ -58,13 +58,13 @@ def test_suite_run_publishes_html_pareto_and_mlflow_artifacts(tiny_store):
     out = work / "results" / "tiny" / "mlflow-leaderboard"
     html = (out / "leaderboard.html").read_text()
     assert "data:image/png;base64," in html and "gru-ctc" in html and "Provenance" in html
-    assert (out / "pareto-cpu-latency_ms.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "pareto-cpu-latency_p50_ms.png").read_bytes()[:4] == b"\x89PNG"
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kdbench-tiny")
     (parent,) = client.search_runs([exp.experiment_id], "tags.`kdbench.role` = 'suite'")
     assert parent.info.run_name == "suite tiny"
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")}
-    assert {"leaderboard/leaderboard.html", "leaderboard/pareto-cpu-latency_ms.png"} <= logged
+    assert {"leaderboard/leaderboard.html", "leaderboard/pareto-cpu-latency_p50_ms.png"} <= logged
     evaluation = client.search_runs([exp.experiment_id], "tags.`kdbench.loss` = 'ctc-kd' and "
                                     "tags.`kdbench.role` = 'evaluation'")[0]
     assert evaluation.info.run_name == "gru-ctc · ctc-kd · seed 0 @ cpu"

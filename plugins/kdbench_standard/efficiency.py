@@ -1,14 +1,24 @@
-"""Size and speed of a model, whatever its task."""
+"""Size, speed, memory and compute of a model on a target, whatever its task. The timing
+method itself is the harness's (kdbench.measurement); these metrics choose what to report."""
 
 from __future__ import annotations
 
-import statistics
-import time
+import math
 
 from pydantic import Field
 
-from kdbench.interfaces import Evaluation, Measurement, Metric
+from kdbench import measurement
+from kdbench.interfaces import Evaluation, Example, Measurement, Metric
 from kdbench.options import Options
+
+
+def _seconds_of_input(example: Example) -> float:
+    """Audio seconds of an example (0 when the dataset does not say)."""
+    return float(example.meta.get("duration", 0.0) or 0.0)
+
+
+def _timed_inputs(ev: Evaluation, utterances: int):
+    return [(e.id, ev.prepare_input(e), _seconds_of_input(e)) for e in ev.examples[:utterances]]
 
 
 class ParameterCount(Metric):
@@ -33,35 +43,84 @@ class ModelSize(Metric):
 
 
 class Latency(Metric):
-    """Per-utterance latency: warm-up runs, then the median of timed runs (feature extraction
-    inside the timed region, file decoding outside), and the real-time factor."""
+    """Per-utterance latency on the target: warm-up, then ``runs`` timed calls cycling over
+    test utterances. p50, p90 and p99 (each only with enough runs: 64 for p90, 640 for p99),
+    mean, real-time factor, p50 per length tercile, and the CPU load of other processes while
+    timing (``contention_cores``: above 0.25 the row is flagged)."""
 
     scope = "model"
 
     class Options(Options):
-        utterances: int = Field(20, ge=1, description="test utterances timed")
-        warmup: int = Field(3, ge=0)
-        repeats: int = Field(3, ge=1, description="timed runs per utterance")
+        utterances: int = Field(32, ge=1, description="distinct test utterances cycled through")
+        warmup: int = Field(5, ge=0, description="untimed runs first")
+        runs: int = Field(64, ge=1, description="timed runs (>= 64 for a p90, >= 640 for a p99)")
 
     def __init__(self, options: "Latency.Options", **context):
         self.options = options
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
-        examples = ev.examples[: self.options.utterances]
-        for example in examples[: self.options.warmup]:
-            ev.run(example)
-        per_utterance, compute_s, audio_s = [], 0.0, 0.0
-        for example in examples:
-            times = []
-            for _ in range(self.options.repeats):
-                start = time.perf_counter()
-                ev.run(example)
-                times.append(time.perf_counter() - start)
-            best = statistics.median(times)
-            per_utterance.append(best)
-            compute_s += best
-            audio_s += float(example.meta.get("duration", 0.0))
-        results = [Measurement("latency_ms", 1000 * statistics.median(per_utterance), "ms", False)]
-        if audio_s > 0:
-            results.append(Measurement("rtf", compute_s / audio_s, "x", False))
+        timing = measurement.time_runs(ev.forward, _timed_inputs(ev, self.options.utterances),
+                                       warmup=self.options.warmup, runs=self.options.runs)
+        summary = measurement.summarize(timing)
+        results = [Measurement(name, value, "x" if name == "rtf" else "ms", False)
+                   for name, value in summary.values.items()]
+        results.append(Measurement("contention_cores", timing.other_cores, "cores", False))
+        return results
+
+
+class ColdStart(Metric):
+    """Time from loading the target's artifact to the first result, and the peak resident
+    memory that loading and running the model adds to the process."""
+
+    scope = "model"
+
+    class Options(Options):
+        repeats: int = Field(3, ge=1, description="cold starts; the median is reported")
+
+    def __init__(self, options: "ColdStart.Options", **context):
+        self.options = options
+
+    def compute(self, ev: Evaluation) -> list[Measurement]:
+        first = ev.prepare_input(ev.examples[0])
+        times, peaks = [], []
+        for _ in range(self.options.repeats):
+            load = ev.startup()
+            box = {}
+            peak = measurement.peak_memory(lambda: box.setdefault("s", measurement.cold_start(load, first)))
+            times.append(box["s"])
+            if peak is not None:
+                peaks.append(peak)
+        results = [Measurement("cold_start_ms", 1000 * sorted(times)[len(times) // 2], "ms", False)]
+        if peaks:
+            results.append(Measurement("peak_mem_mb", max(peaks), "MB", False))
+        return results
+
+
+class Flops(Metric):
+    """Compute per second of audio (torch.utils.flop_counter on the eager fp32 model: the same
+    arithmetic every target runs), the GFLOP/s the target achieves on it, and that as a share
+    of the machine's measured fp32 matrix-multiply peak at the target's thread count."""
+
+    scope = "model"
+
+    class Options(Options):
+        utterances: int = Field(8, ge=1, description="test utterances counted and timed")
+        runs: int = Field(24, ge=1, description="timed runs for the achieved rate")
+
+    def __init__(self, options: "Flops.Options", **context):
+        self.options = options
+
+    def compute(self, ev: Evaluation) -> list[Measurement]:
+        inputs = _timed_inputs(ev, self.options.utterances)
+        flops = {ident: measurement.count_flops(ev.model, *x) for ident, x, _ in inputs}
+        audio = sum(size for _, _, size in inputs)
+        results = []
+        if audio > 0:
+            results.append(Measurement("gflop_per_audio_s", sum(flops.values()) / audio / 1e9, "GFLOP", False))
+        timing = measurement.time_runs(ev.forward, inputs, warmup=2, runs=self.options.runs)
+        achieved = sum(flops[i] for i in timing.example_ids) / sum(timing.seconds) / 1e9
+        peak = measurement.matmul_peak_gflops(ev.threads)
+        results.append(Measurement("achieved_gflops", achieved, "GFLOP/s", True))
+        if peak > 0 and math.isfinite(achieved):
+            results.append(Measurement("pct_of_peak", 100 * achieved / peak, "%", True))
         return results

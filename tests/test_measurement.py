@@ -1,0 +1,92 @@
+"""The harness's measurement method: percentiles and their minimum runs, length buckets, peak
+memory, FLOP counts, and detecting a busy neighbour while timing."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from kdbench import measurement
+
+
+def test_minimum_runs_follow_mlperf_p90_rule():
+    assert measurement.min_samples(0.9) == 64
+    assert measurement.min_samples(0.99) == 640
+
+
+def test_percentile_matches_numpy():
+    rng = np.random.default_rng(0)
+    xs = list(rng.random(101))
+    for q in (0.1, 0.5, 0.9, 0.99):
+        assert measurement.percentile(xs, q) == pytest.approx(np.percentile(xs, q * 100))
+
+
+def _timing(n, sizes=None):
+    seconds = [0.001 * (i + 1) for i in range(n)]
+    sizes = sizes or [1.0] * n
+    return measurement.Timing(seconds, sizes, [str(i) for i in range(n)])
+
+
+def test_tail_percentiles_need_enough_runs():
+    few = measurement.summarize(_timing(63))
+    assert "latency_p50_ms" in few.values and "latency_p90_ms" not in few.values
+    assert any("latency_p90_ms not reported: 63 timed runs, 64 needed" in note for note in few.notes)
+    enough = measurement.summarize(_timing(64))
+    assert enough.values["latency_p90_ms"] == pytest.approx(1000 * np.percentile(_timing(64).seconds, 90))
+    assert "latency_p99_ms" not in enough.values
+
+
+def test_latency_by_length_tercile_and_rtf():
+    # run time proportional to length: the long tercile is slowest
+    sizes = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] * 4
+    timing = measurement.Timing([0.01 * s for s in sizes], sizes, ["x"] * len(sizes))
+    values = measurement.summarize(timing).values
+    assert values["latency_short_p50_ms"] < values["latency_medium_p50_ms"] < values["latency_long_p50_ms"]
+    assert values["rtf"] == pytest.approx(0.01)
+
+
+def test_time_runs_cycles_inputs_and_records_threads():
+    calls = []
+    timing = measurement.time_runs(calls.append, [("a", 1, 0.5), ("b", 2, 1.5)], warmup=3, runs=5)
+    assert calls == [1, 2, 1] + [1, 2, 1, 2, 1]
+    assert timing.example_ids == ["a", "b", "a", "b", "a"] and timing.sizes[:2] == [0.5, 1.5]
+    assert timing.threads == torch.get_num_threads() and len(timing.seconds) == 5
+
+
+def test_peak_memory_sees_an_allocation_freed_before_it_returns():
+    def allocate():
+        block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+        return float(block[-1])
+
+    peak = measurement.peak_memory(allocate)
+    if peak is None:
+        pytest.skip("this kernel cannot reset the peak RSS")
+    assert 50 < peak < 200
+    assert measurement.peak_memory(lambda: None) < 20
+
+
+def test_flop_count_of_a_linear_layer():
+    layer = torch.nn.Linear(30, 20)
+    assert measurement.count_flops(layer, torch.randn(7, 30)) == 2 * 7 * 30 * 20
+
+
+def test_matmul_peak_is_measured_and_cached():
+    first = measurement.matmul_peak_gflops(1, n=256, seconds=0.05)
+    assert first > 0.1
+    assert measurement.matmul_peak_gflops(1) == first
+
+
+def test_load_monitor_flags_a_busy_neighbour():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        with measurement.LoadMonitor() as loaded:
+            time.sleep(1.0)
+    finally:
+        busy.kill()
+        busy.wait()
+    # our own process slept: the busy time is the neighbour's
+    assert loaded.other_cores > 0.6 and loaded.contended
