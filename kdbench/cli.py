@@ -42,6 +42,7 @@ class RichProgress:
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not self.live)
         self._started: dict = {}
+        self._last: dict = {}
 
     def __enter__(self):
         self.bars.start()
@@ -62,6 +63,14 @@ class RichProgress:
 
     def update(self, handle, completed):
         self.bars.update(handle, completed=completed)
+        if not self.live and handle in self._started:  # logs: a line a minute on long tasks
+            description, began = self._started[handle]
+            now = time.perf_counter()
+            if now - self._last.get(handle, began) >= 60:
+                self._last[handle] = now
+                total = self.bars.tasks[handle].total
+                self.console.print(f"[dim]      {description}: {completed}/{total} ({now - began:.0f} s)[/]",
+                                   highlight=False)
 
     def stop(self, handle):
         task = self.bars.tasks[handle] if handle < len(self.bars.tasks) else None
@@ -202,6 +211,29 @@ def plugins(components):
                 c = comps[name]
                 table.add_row(kind, name, c.plugin, c.summary)
         console.print(table)
+    _warn_problems(registry)
+
+
+@main.command()
+@_handle_errors
+def targets():
+    """List hardware targets, whether this machine can run each, and why not.
+
+    A suite that names an unavailable target records a skipped row for it and runs the rest."""
+    import pandas as pd
+
+    registry = _registry()
+    rows = []
+    for name, component in sorted(registry.components.get("targets", {}).items()):
+        try:
+            target = component.build(component.options())
+            ok, reason = target.available()
+            described = ", ".join(f"{k} {v}" for k, v in target.describe().items()) if ok else ""
+        except Exception as exc:  # a broken third-party target is listed with its error
+            ok, reason, described = False, f"{type(exc).__name__}: {exc}", ""
+        rows.append({"target": name, "plugin": component.plugin, "available": "yes" if ok else f"no: {reason}",
+                     "runs as": described, "summary": component.summary})
+    _print_frame(pd.DataFrame(rows), "targets")
     _warn_problems(registry)
 
 

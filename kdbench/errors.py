@@ -35,6 +35,13 @@ class CheckpointError(KdbenchError):
     exit_code = 4
 
 
+class TargetError(KdbenchError):
+    """A model cannot be prepared for a hardware target (export, quantization, a runtime).
+    Only that model's row on that target fails; the rest of the suite runs."""
+
+    exit_code = 5
+
+
 class TrackingError(KdbenchError):
     """The MLflow tracking store cannot be used."""
 

@@ -16,7 +16,7 @@ from kdbench.options import Options
 
 
 def _padding_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    return torch.arange(frames)[None, :] < lengths[:, None]
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class Conv1dSubsampler(nn.Module):
@@ -132,9 +132,13 @@ class GruCtc(Model):
         x, lengths = self.subsample(features, lengths)
         hidden = {}
         for i, gru in enumerate(self.grus):
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = gru(packed)
-            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True)
+            if x.shape[0] == 1:  # one unpadded utterance: packing changes nothing, and exports to ONNX
+                x, _ = gru(x)
+            else:
+                packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
+                                                           enforce_sorted=False)
+                x, _ = gru(packed)
+                x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True)
             x = self.dropout(x)
             hidden[f"layer{i + 1}"] = x
         hidden["encoder"] = x

@@ -3,23 +3,30 @@ and the leaderboard reporter. Registered through the ``kdbench`` entry-point gro
 
 from kdbench.hookspecs import hookimpl
 
-from kdbench_standard.efficiency import Latency, ModelSize, ParameterCount
+from kdbench_standard.efficiency import ColdStart, Flops, Latency, ModelSize, ParameterCount
 from kdbench_standard.executors import LocalExecutor
 from kdbench_standard.reporters import LeaderboardFiles
-from kdbench_standard.targets import CpuTarget, SingleThreadCpuTarget
+from kdbench_standard.targets import (CpuTarget, CudaTarget, Int8CpuTarget, OnnxRuntimeInt8Target,
+                                      OnnxRuntimeTarget, SingleThreadCpuTarget)
 
 
 @hookimpl
 def register_metrics(register):
     register("params", ParameterCount, summary="number of parameters")
     register("size", ModelSize, summary="size of the deployed model on disk (MB)")
-    register("latency", Latency, summary="median CPU latency per utterance (ms) and real-time factor")
+    register("latency", Latency, summary="latency per utterance: p50/p90/p99, mean, by length, real-time factor, load")
+    register("cold-start", ColdStart, summary="load-to-first-result time and peak memory added (MB)")
+    register("flops", Flops, summary="GFLOP per audio second, achieved GFLOP/s and % of the measured matmul peak")
 
 
 @hookimpl
 def register_targets(register):
     register("cpu", CpuTarget, summary="fp32 eager PyTorch on the CPU")
     register("cpu-1thread", SingleThreadCpuTarget, summary="fp32 eager PyTorch on one CPU thread (edge stand-in)")
+    register("cpu-int8", Int8CpuTarget, summary="dynamic int8 quantization (torchao; or torch.ao for recurrent layers)")
+    register("onnxruntime", OnnxRuntimeTarget, summary="exported to ONNX, run by ONNX Runtime on the CPU")
+    register("onnxruntime-int8", OnnxRuntimeInt8Target, summary="ONNX Runtime with ORT dynamic int8 quantization")
+    register("cuda", CudaTarget, summary="eager PyTorch on a CUDA GPU (fp32, or fp16)")
 
 
 @hookimpl

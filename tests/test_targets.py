@@ -1,0 +1,131 @@
+"""Hardware targets on real speech: every model re-measured on every target, quality included;
+unavailable targets give skipped rows, a model that cannot be exported fails only its row."""
+
+import importlib.util
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+import kdbench.plugins
+from kdbench.cli import main
+from kdbench.hookspecs import hookimpl
+from kdbench.interfaces import ModelOutput
+from kdbench.plugins import build_registry, get_registry
+from kdbench.evaluation import Deployable
+from kdbench.testing import check_target, tiny_bench
+from kdbench_asr.models import GruCtc
+
+from conftest import tiny_suite, write_suite
+
+TARGETS = ["cpu", "cpu-1thread", "cpu-int8", {"name": "cpu-int8", "label": "cpu-int8-torch.ao",
+                                               "options": {"backend": "torch.ao"}},
+           "onnxruntime", "onnxruntime-int8", "cuda"]
+METRICS = ["wer", "params", "size", {"name": "latency", "options": {"utterances": 4, "warmup": 1, "runs": 8}},
+           {"name": "cold-start", "options": {"repeats": 1}}, {"name": "flops", "options": {"utterances": 2, "runs": 2}}]
+
+
+class NumpyRoundTrip(GruCtc):
+    """A student whose forward leaves torch (through numpy): it trains and runs eagerly, but
+    neither ONNX exporter can follow it."""
+
+    def forward(self, features, lengths):
+        out = super().forward(features, lengths)
+        if self.training:
+            return out
+        return ModelOutput(torch.from_numpy(out.output.numpy().copy()), out.lengths, out.hidden)
+
+
+class Unexportable:
+    @hookimpl
+    def register_students(self, register):
+        register("numpy-gru", NumpyRoundTrip)
+
+
+@pytest.fixture(scope="module")
+def targets_run(tmp_path_factory, fsdd_root):
+    work = tmp_path_factory.mktemp("targets")
+    suite = tiny_suite(fsdd_root, teachers=[], losses=["ctc"], targets=TARGETS, metrics=METRICS)
+    path = write_suite(work / "t.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(work / "r"), "--cache-dir",
+                                       str(work / "cache"), "--no-tracking"], catch_exceptions=False)
+    return work, result, pd.read_csv(work / "r" / "tiny" / "rows.csv")
+
+
+def test_one_row_per_model_and_target_with_quality_on_each(targets_run):
+    _, result, board = targets_run
+    assert result.exit_code == 0, result.output
+    rows = board.set_index("target")
+    assert sorted(rows.index) == sorted(t if isinstance(t, str) else t["label"] for t in TARGETS)
+    ok = rows[rows["status"] == "ok"]
+    assert set(ok.index) == {"cpu", "cpu-1thread", "cpu-int8", "cpu-int8-torch.ao", "onnxruntime", "onnxruntime-int8"}
+    for column in ("test-unseen/wer", "latency_p50_ms", "latency_mean_ms", "rtf", "cold_start_ms",
+                   "gflop_per_audio_s", "achieved_gflops", "pct_of_peak", "size_mb", "contention_cores"):
+        assert ok[column].notna().all(), column
+    # torch.ao also quantizes the GRU layers: a smaller artifact than fp32
+    assert rows.loc["cpu-int8-torch.ao", "size_mb"] < rows.loc["cpu", "size_mb"]
+    # compute per audio second is the model's, whatever the target
+    assert rows.loc["cpu-1thread", "gflop_per_audio_s"] == pytest.approx(rows.loc["cpu", "gflop_per_audio_s"])
+
+
+def test_unavailable_target_is_a_skipped_row_with_the_reason(targets_run):
+    _, _, board = targets_run
+    cuda = board[board["target"] == "cuda"].iloc[0]
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert cuda["status"] == "skipped" and "no CUDA GPU on this machine" in cuda["error"]
+
+
+def test_kdbench_targets_lists_availability():
+    result = CliRunner().invoke(main, ["targets"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for name in ("cpu", "cpu-1thread", "cpu-int8", "onnxruntime", "onnxruntime-int8", "cuda"):
+        assert name in result.output
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in result.output
+
+
+def test_missing_runtime_makes_the_target_unavailable_with_the_install_hint(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    target = get_registry().get("targets", "onnxruntime").build()
+    assert target.available() == (False, "onnxruntime is not installed (pip install onnxruntime)")
+
+
+def test_unexportable_model_fails_only_its_onnx_rows(tmp_path, fsdd_root, shared_cache, monkeypatch):
+    monkeypatch.setattr(kdbench.plugins, "_registry", build_registry(extra_plugins=[Unexportable()]))
+    suite = tiny_suite(fsdd_root, teachers=[], losses=["ctc"], students=[{"name": "numpy-gru", "options": {"hidden": 16}}],
+                       targets=["cpu", "onnxruntime"], metrics=["wer", "size"])
+    path = write_suite(tmp_path / "t.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+    assert result.exit_code == 5, result.output
+    board = pd.read_csv(tmp_path / "r" / "tiny" / "rows.csv").set_index("target")
+    assert board.loc["cpu", "status"] == "ok" and board.loc["cpu", "test-unseen/wer"] >= 0
+    assert board.loc["onnxruntime", "status"] == "failed"
+    assert "cannot export the model to ONNX" in board.loc["onnxruntime", "error"]
+
+
+@pytest.mark.parametrize("student", ["gru-ctc", "conformer-ctc"])
+def test_onnx_runtime_gives_the_eager_outputs_on_real_utterances(student):
+    """Exported with a dynamic time axis, run one utterance at a time: the same logits as eager
+    PyTorch on a batch of real utterances of different lengths."""
+    bench = tiny_bench()
+    torch.manual_seed(0)
+    options = {"hidden": 24} if student == "gru-ctc" else {"d_model": 32, "layers": 2, "heads": 2, "ffn_dim": 64}
+    model = bench.registry.get("students", student).build(options, model_spec=bench.model_spec).eval()
+    batch = bench.task.collate(bench.corpus.tests["test"])
+    assert len(set(batch.input_lengths.tolist())) > 1
+    with torch.inference_mode():
+        eager = Deployable(bench.frontend, model).eval()(batch.inputs, batch.input_lengths)
+        deployed = bench.registry.get("targets", "onnxruntime").build().prepare(Deployable(bench.frontend, model).eval())
+        out = deployed(batch.inputs, batch.input_lengths)
+    assert torch.equal(out.lengths, eager.lengths)
+    for i, n in enumerate(eager.lengths.tolist()):
+        torch.testing.assert_close(out.output[i, :n], eager.output[i, :n], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu-1thread", "cpu-int8", "onnxruntime", "onnxruntime-int8", "cuda"])
+def test_built_in_targets_pass_the_conformance_kit(name):
+    check_target(name)
