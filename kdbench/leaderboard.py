@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from kdbench.measurement import timing_note
+
 KEYS = ["role", "model", "teacher", "loss", "target"]
 
 
@@ -78,6 +80,9 @@ def display_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> 
             _fmt(m) + (f" ± {_fmt(s)}" if s is not None and not (isinstance(s, float) and math.isnan(s)) else "")
             for m, s in zip(frame[name], std if std is not None else [None] * len(frame))
         ]
+    notes = [timing_note(rec, columns) for rec in frame.to_dict("records")]
+    if any(notes):
+        out["timing"] = notes
     return out
 
 

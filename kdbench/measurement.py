@@ -16,13 +16,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
-
 # MLPerf LoadGen requires at least 64 queries for a p90 (mlcommons/inference #1629): that is
 # 6.4 samples expected above the percentile. The same rule gives every percentile its minimum.
 SAMPLES_ABOVE_PERCENTILE = 6.4
 # Other processes using more than this many cores while we time flag the row as contended.
 CONTENTION_CORES = 0.25
+# Units of measurements that describe the conditions of a measurement, not the model
+# (the load other processes put on the machine): flagged, never ranked or gated.
+CONDITION_UNITS = ("cores",)
+
+
+def timing_note(measurements: dict[str, float], columns: dict[str, tuple[str, bool]]) -> str:
+    """Why a row's timings should not be trusted, or '' (e.g. other processes were busy)."""
+    for name, (unit, _) in columns.items():
+        value = measurements.get(name)
+        if unit in CONDITION_UNITS and value is not None and not math.isnan(value) and value > CONTENTION_CORES:
+            return f"timed under load: {value:.2f} other cores busy"
+    return ""
 
 
 def min_samples(q: float) -> int:
@@ -138,6 +148,8 @@ def time_runs(forward: Callable[[Any], Any], inputs: Sequence[tuple[str, Any, fl
             seconds.append(time.perf_counter() - start)
             sizes.append(size)
             ids.append(ident)
+    import torch  # here, not at the top: leaderboards read this module without loading torch
+
     return Timing(seconds, sizes, ids, load.other_cores, load.loadavg, torch.get_num_threads())
 
 
@@ -184,9 +196,10 @@ def peak_memory(block: Callable[[], Any]) -> float | None:
 
 
 # ---- compute -----------------------------------------------------------------------------------
-def count_flops(module: torch.nn.Module | Callable, *args) -> int:
+def count_flops(module: Callable, *args) -> int:
     """Floating-point operations of one call, as torch.utils.flop_counter counts them (a
     multiply-add is 2 FLOPs; matrix products and convolutions only)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
@@ -200,6 +213,8 @@ _PEAK: dict[int, float] = {}
 def matmul_peak_gflops(threads: int | None = None, n: int = 1024, seconds: float = 0.3) -> float:
     """The machine's measured fp32 matrix-multiply rate (GFLOP/s) at ``threads``: the ceiling
     a model's achieved GFLOP/s is read against. Measured once per process and thread count."""
+    import torch
+
     threads = threads or torch.get_num_threads()
     if threads not in _PEAK:
         previous = torch.get_num_threads()

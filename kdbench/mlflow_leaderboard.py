@@ -25,6 +25,7 @@ import os
 
 from kdbench.hashing import stable_hash
 from kdbench.leaderboard import _fmt, to_markdown
+from kdbench.measurement import timing_note
 
 IDENTITY = ["suite", "role", "model", "teacher", "loss", "target"]
 _IDENTITY_TAGS = {"suite": "kdbench.suite", "role": "kdbench.model_role", "model": "kdbench.model",
@@ -235,6 +236,7 @@ def aggregate(raw: pd.DataFrame, *, client=None, target: str | None = None,
     prov_names = [c[4:] for c in prov_cols]
     frame["flag"] = np.where(frame["coverage"] < min_coverage,
                              [f"coverage {c:.0%} < {min_coverage:.0%}" for c in frame["coverage"]], "")
+    frame["timing"] = [timing_note(rec, columns) for rec in frame[list(columns)].to_dict("records")]
     board = Board(frame, columns, primary, prov_names, min_coverage, n_runs)
     if primary and primary in frame:
         _add_context(board)
@@ -404,6 +406,8 @@ def display(board: Board) -> pd.DataFrame:
         out["% of teacher"] = ["" if math.isnan(v) else f"{v:.1f}%" for v in frame[f"{p} % of teacher"]]
     out["coverage"] = [f"{c:.0%}" for c in frame["coverage"]]
     out["flag"] = frame["flag"].values
+    if frame["timing"].astype(bool).any():
+        out["timing"] = frame["timing"].values
     out["provenance"] = frame["provenance"].values
     # rows that differ only in provenance are told apart by when they ran, too
     out["last run (UTC)"] = [t.strftime("%Y-%m-%d %H:%M") for t in frame["last_run"]]

@@ -24,13 +24,12 @@ from typing import Any
 import yaml
 
 from kdbench.errors import BaselineError
+from kdbench.measurement import CONDITION_UNITS  # measurement conditions (machine load), never gated
 
 SCHEMA = 1
 IDENTITY = ("role", "model", "teacher", "loss", "target")
 KINDS = ("abs", "rel", "ratio")
 TIMING_UNITS = ("ms", "x", "GFLOP/s")
-# measurement conditions, not results: the load other processes put on the machine
-CONDITION_UNITS = ("cores",)
 
 
 def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[str, float]]:

@@ -103,3 +103,21 @@ def test_tolerance_kinds_follow_the_metric_direction():
     assert allowed_worsening("ratio", 2.0, 10.0, higher_is_better=False) == 10.0   # up to 20 ms
     assert allowed_worsening("ratio", 2.0, 10.0, higher_is_better=True) == 5.0     # down to 5
     assert allowed_worsening("rel", 0.05, 200.0, higher_is_better=True) == 10.0
+
+
+def test_machine_load_is_flagged_but_never_gated(store, tmp_path):
+    uri, client = store
+    exp_id = client.create_experiment("kdbench-loaded")
+    meta = {"contention_cores": ("cores", False)}
+    log_evaluation(client, exp_id, suite="loaded", metrics={"test-unseen/wer": 20.0, "latency_ms": 5.0,
+                                                            "contention_cores": 0.05}, meta=meta)
+    baseline = tmp_path / "b.yaml"
+    assert cli("baseline", "update", "loaded", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    values = yaml.safe_load(baseline.read_text())["rows"][0]["values"]
+    assert "contention_cores" not in values and "latency_ms" in values
+    # a later run on a busy machine: slower within tolerance, flagged, and no regression from the load itself
+    log_evaluation(client, exp_id, suite="loaded", metrics={"test-unseen/wer": 20.0, "latency_ms": 6.0,
+                                                            "contention_cores": 1.6}, meta=meta)
+    assert cli("compare", "loaded", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    board = cli("leaderboard", "loaded", "--tracking-uri", uri, "--format", "md")
+    assert "timed under load: 1.6" in board.output
