@@ -129,8 +129,45 @@ class Runner:
         self.metrics = [m.build() for m in rs.metrics]
         self.targets = [(t, t.build()) for t in rs.targets]
 
-    # ---- teachers -----------------------------------------------------------------------
+    # ---- teachers and references ----------------------------------------------------------
+    def _fixed_model_rows(self, role: str, resolved: Resolved, obtain: Callable[[], TeacherState]) -> list[Row]:
+        """Rows of a model that is not distilled in this suite (a teacher, a reference)."""
+        row_base = dict(role=role, model=resolved.label, teacher="",
+                        loss=(self.task.default_loss or "") if role == "teacher" else "", seed=None, run_key="")
+        child = self._track_start(f"{role} {resolved.label}", {"kdbench.role": role, **self._identity_tags(row_base)})
+        try:
+            state = obtain()
+            row_base["run_key"] = state.key
+            ident = {"kdbench.teacher_hash": state.key if role == "teacher" else "", "kdbench.config_hash": state.key}
+            if child:
+                self.tracker.log(child, params=flatten("", {role: resolved.config(), "base": self.base}),
+                                 tags={f"kdbench.{role}_key": state.key, **ident, **self.provenance})
+            rows = self._evaluate_on_targets(state.model, state.key, row_base, False, child, ident)
+            self._track_finish(child, all(r.status != "failed" for r in rows))
+            return rows
+        except Exception as exc:
+            self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
+            return [Row(**row_base, target=t.label, status="failed", error=_error_text(exc)) for t, _ in self.targets]
+
+    def _obtain_reference(self, index: int) -> TeacherState:
+        ref = self.rs.suite.references[index]
+        resolved = self.rs.references[index]
+        model: Model = resolved.build(model_spec=self.model_spec)
+        checkpoint = None
+        if ref.checkpoint is not None:
+            load_checkpoint(model, ref.checkpoint, f"references[{index}].checkpoint")
+            checkpoint = file_hash(ref.checkpoint)
+        data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
+        key = stable_hash({"reference": resolved.config(), "checkpoint": checkpoint, "base": data})
+        return TeacherState(model.eval(), key, resolved.label)
+
+
     def _obtain_teacher(self, index: int) -> TeacherState:
+        state = self._teacher_state(index)
+        self.teachers[index] = state
+        return state
+
+    def _teacher_state(self, index: int) -> TeacherState:
         ref = self.rs.suite.teachers[index]
         resolved = self.rs.teachers[index]
         model: Model = resolved.build(model_spec=self.model_spec)
@@ -369,26 +406,11 @@ class Runner:
         overall = self.progress.start("suite", len(self.rs.teachers) + len(runs))
         done = 0
         for i, resolved in enumerate(self.rs.teachers):
-            row_base = dict(role="teacher", model=resolved.label, teacher="", loss=self.task.default_loss or "",
-                            seed=None, run_key="")
-            child = self._track_start(f"teacher {resolved.label}", {"kdbench.role": "teacher",
-                                                                   **self._identity_tags(row_base)})
-            try:
-                state = self._obtain_teacher(i)
-                self.teachers[i] = state
-                row_base["run_key"] = state.key
-                ident = {"kdbench.teacher_hash": state.key, "kdbench.config_hash": state.key}
-                if child:
-                    self.tracker.log(child, params=flatten("", {"teacher": resolved.config(), "base": self.base}),
-                                     tags={"kdbench.teacher_key": state.key, **ident, **self.provenance})
-                teacher_rows = self._evaluate_on_targets(state.model, state.key, row_base, False, child, ident)
-                rows += teacher_rows
-                self._track_finish(child, all(r.status != "failed" for r in teacher_rows))
-            except Exception as exc:
-                self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
-                rows += [Row(**row_base, target=t.label, status="failed", error=_error_text(exc)) for t, _ in self.targets]
+            rows += self._fixed_model_rows("teacher", resolved, lambda i=i: self._obtain_teacher(i))
             done += 1
             self.progress.update(overall, done)
+        for i, resolved in enumerate(self.rs.references):
+            rows += self._fixed_model_rows("reference", resolved, lambda i=i: self._obtain_reference(i))
 
         executor = self.rs.executor.build()
 

@@ -56,6 +56,10 @@ class TeacherRef(ComponentRef):
     training: TrainingConfig | None = Field(None, description="budget when kdbench trains the teacher")
 
 
+class ReferenceRef(ComponentRef):
+    checkpoint: Path | None = Field(None, description="local weights (torch.load weights_only); else used as built")
+
+
 class TeacherOutputsConfig(_Strict):
     mode: Literal["cached", "online"] = "cached"
     copies: int = Field(1, ge=1, description="fixed augmented copies of the training set in cached mode")
@@ -75,6 +79,9 @@ class Suite(_Strict):
     augmentations: list[ComponentRef] = Field(default_factory=list)
     teacher_outputs: TeacherOutputsConfig = Field(default_factory=TeacherOutputsConfig)
     teachers: list[TeacherRef] = Field(default_factory=list)
+    # evaluated as they are, never trained or distilled from: the unprocessed input, a
+    # pretrained system, ... (their rows put the teachers and students in context)
+    references: list[ReferenceRef] = Field(default_factory=list)
     students: list[ComponentRef] = Field(min_length=1)
     losses: list[ComponentRef] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -128,6 +135,7 @@ class ResolvedSuite:
     frontend: Resolved
     augmentations: list[Resolved]
     teachers: list[Resolved]
+    references: list[Resolved]
     students: list[Resolved]
     losses: list[Resolved]
     metrics: list[Resolved]
@@ -187,7 +195,7 @@ def read_suite(path: str | Path) -> Suite:
 
 
 _SINGLE = {"task": "tasks", "dataset": "datasets", "frontend": "frontends", "executor": "executors"}
-_LISTS = {"augmentations": "augmentations", "teachers": "teachers", "students": "students",
+_LISTS = {"augmentations": "augmentations", "teachers": "teachers", "references": "teachers", "students": "students",
           "losses": "losses", "metrics": "metrics", "targets": "targets", "reporters": "reporters"}
 
 

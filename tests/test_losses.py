@@ -5,7 +5,7 @@ import torch
 
 from kdbench.interfaces import Batch, ModelOutput, ModelSpec
 from kdbench_asr import losses, models
-from kdbench_asr.alignment import align_frames
+from kdbench.alignment import align_frames
 
 
 def output(logits, lengths=None, hidden=None):

@@ -14,7 +14,7 @@ from kdbench.errors import SuiteError
 from kdbench.interfaces import Batch, Loss, ModelOutput
 from kdbench.options import Options
 
-from kdbench_asr.alignment import align_frames, frame_mask, hidden_lengths
+from kdbench.alignment import align_frames, frame_mask, hidden_lengths
 
 
 def ctc(output: ModelOutput, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
