@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 SAMPLES_ABOVE_PERCENTILE = 6.4
 # Other processes using more than this many cores while we time flag the row as contended.
 CONTENTION_CORES = 0.25
+MIN_WINDOW = 0.5  # seconds of machine load observed per measurement, at least
 # Units of measurements that describe the conditions of a measurement, not the model
 # (the load other processes put on the machine): flagged, never ranked or gated.
 CONDITION_UNITS = ("cores",)
@@ -75,6 +76,11 @@ class LoadMonitor:
         return self
 
     def __exit__(self, *exc) -> None:
+        # /proc/stat counts in 10 ms ticks: watch at least MIN_WINDOW, idling after a short block
+        # (the load just after it stands in for the load during it)
+        idle = MIN_WINDOW - (time.perf_counter() - self._start)
+        if idle > 0:
+            time.sleep(idle)
         wall = time.perf_counter() - self._start
         own = sum(os.times()[:2]) - self._own
         end = _busy_jiffies()
@@ -82,7 +88,7 @@ class LoadMonitor:
         if self._machine and end and wall > 0:
             hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
             busy = (end[0] - self._machine[0]) / hz
-            self.other_cores = max(0.0, (busy - own) / wall)
+            self.other_cores = min(float(os.cpu_count() or 1), max(0.0, (busy - own) / wall))
 
     @property
     def contended(self) -> bool:

@@ -154,7 +154,8 @@ def _metric_meta(raw: pd.DataFrame) -> dict[str, tuple[str, bool]]:
 
 
 def _coverage(raw: pd.DataFrame, names: Iterable[str]) -> pd.Series:
-    """Lowest scored/total over a run's metrics (1.0 when no metric declares coverage)."""
+    """Lowest scored/total over a run's metrics (1.0 when no metric declares coverage). A metric
+    that scored nothing in any run is not applicable here (DNSMOS on 8 kHz audio), not a gap."""
     out = pd.Series(1.0, index=raw.index)
     for n in names:
         col = f"tag:kdbench.metric.{n}.coverage"
@@ -167,7 +168,9 @@ def _coverage(raw: pd.DataFrame, names: Iterable[str]) -> pd.Series:
             scored, total = (int(x) for x in v.split("/"))
             return scored / total if total else 0.0
 
-        out = np.minimum(out, raw[col].map(frac))
+        fractions = raw[col].map(frac)
+        if fractions.max() > 0:
+            out = np.minimum(out, fractions)
     return out
 
 
@@ -297,7 +300,8 @@ def _teacher_fraction(board: Board) -> None:
         if j is None:
             continue
         qs, qt = _quality(row[primary], unit, hib), _quality(frame.at[j, primary], unit, hib)
-        frame.at[i, col] = 100.0 * qs / qt if qt else math.nan
+        # a ratio needs a ratio scale: not dB, not a negative quality
+        frame.at[i, col] = 100.0 * qs / qt if qt > 0 and qs >= 0 and unit != "dB" else math.nan
 
 
 def _download_scores(client, run_id: str, metric: str, cache: dict, disk: Path | None = None) -> Any:

@@ -35,8 +35,10 @@ def plot_front(labels: Sequence[str], roles: Sequence[str], cost: Sequence[float
     c, q = np.asarray(cost, float), np.asarray(quality, float)
     front = pareto_mask(c, q, higher_is_better)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for role, marker in (("teacher", "s"), ("student", "o")):
-        sel = np.array([r == role for r in roles])
+    for role, marker in (("teacher", "s"), ("student", "o"), ("reference", "^")):
+        sel = np.array([r == role for r in roles], dtype=bool)
+        if not sel.any():
+            continue
         ax.scatter(c[sel & ~front], q[sel & ~front], marker=marker, color="tab:gray", alpha=0.6,
                    label=f"{role}")
         ax.scatter(c[sel & front], q[sel & front], marker=marker, color="tab:red", label=f"{role} (Pareto)")
