@@ -1,0 +1,105 @@
+"""Enhancement models: ``(batch, samples, 1)`` noisy waveform -> enhanced waveform, with named
+hidden states (``encoder``: (batch, frames, dim)) for hint losses.
+
+Both run each utterance at its own length, so an output never depends on batch-mates
+(ConvTasNet's global layer norm would otherwise normalise over the padding), which is what
+makes cached teacher outputs equal what the teacher says inside any batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from pydantic import Field
+from torch import nn
+
+from kdbench.interfaces import Model, ModelOutput, ModelSpec
+from kdbench.options import Options
+
+
+def _pad_frames(seqs: list[torch.Tensor]) -> torch.Tensor:
+    return nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+
+class ConvTasNetEnhancer(Model):
+    """torchaudio.models.ConvTasNet with one source (Luo and Mesgarani, 2019): a learned
+    filterbank, a TCN mask estimator, and the decoder back to a waveform."""
+
+    class Options(Options):
+        enc_kernel_size: int = Field(16, ge=2, description="encoder window (samples); stride is half")
+        enc_num_feats: int = Field(128, ge=8, description="N: filterbank size")
+        msk_kernel_size: int = Field(3, ge=2)
+        msk_num_feats: int = Field(64, ge=8, description="B: bottleneck channels")
+        msk_num_hidden_feats: int = Field(128, ge=8, description="H: channels inside each conv block")
+        msk_num_layers: int = Field(6, ge=1, description="X: blocks per stack (dilations 1..2^(X-1))")
+        msk_num_stacks: int = Field(2, ge=1, description="R: stacks")
+
+    def __init__(self, options: "ConvTasNetEnhancer.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        o = options
+        self.net = torchaudio.models.ConvTasNet(
+            num_sources=1, enc_kernel_size=o.enc_kernel_size, enc_num_feats=o.enc_num_feats,
+            msk_kernel_size=o.msk_kernel_size, msk_num_feats=o.msk_num_feats,
+            msk_num_hidden_feats=o.msk_num_hidden_feats, msk_num_layers=o.msk_num_layers,
+            msk_num_stacks=o.msk_num_stacks)
+        self.hidden_dims = {"encoder": o.enc_num_feats}
+        self._encoded: list[torch.Tensor] = []
+        self.net.encoder.register_forward_hook(lambda _m, _i, out: self._encoded.append(out))
+
+    def forward(self, features, lengths) -> ModelOutput:
+        outs, encoded = [], []
+        for i, n in enumerate(lengths.tolist()):
+            self._encoded.clear()
+            wave = features[i, :n, 0].reshape(1, 1, n)
+            outs.append(self.net(wave)[0, 0, :n])
+            encoded.append(self._encoded[0][0].transpose(0, 1))  # (frames, N)
+        self._encoded.clear()
+        return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": _pad_frames(encoded)})
+
+
+class StftMaskGru(Model):
+    """A small real-time enhancer: STFT magnitude -> unidirectional GRU -> sigmoid mask on the
+    complex STFT -> inverse STFT. Window 32 ms, hop 8 ms at any sample rate."""
+
+    class Options(Options):
+        hidden: int = Field(64, ge=4)
+        layers: int = Field(1, ge=1)
+        window_ms: float = Field(32.0, gt=0)
+        hop_ms: float = Field(8.0, gt=0)
+
+    def __init__(self, options: "StftMaskGru.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        sr = int(model_spec.extras.get("sample_rate", 16000))
+        self.n_fft = 1 << (int(sr * options.window_ms / 1000) - 1).bit_length()
+        self.hop = max(1, int(sr * options.hop_ms / 1000))
+        bins = self.n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.inp = nn.Linear(bins, options.hidden)
+        self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True)
+        self.mask = nn.Linear(options.hidden, bins)
+        self.hidden_dims = {"encoder": options.hidden}
+
+    def forward(self, features, lengths) -> ModelOutput:
+        specs = [torch.stft(features[i, :n, 0], self.n_fft, self.hop, window=self.window, return_complex=True).T
+                 for i, n in enumerate(lengths.tolist())]  # each (frames, bins), from its own samples only
+        frames = torch.tensor([s.shape[0] for s in specs])
+        spec = _pad_frames(specs)
+        # unidirectional: padding after an utterance never reaches its frames
+        hidden, _ = self.gru(torch.relu(self.inp(torch.log1p(spec.abs()))))
+        masked = spec * torch.sigmoid(self.mask(hidden))
+        outs = [torch.istft(masked[i, :f].T, self.n_fft, self.hop, window=self.window, length=n)
+                for i, (f, n) in enumerate(zip(frames.tolist(), lengths.tolist()))]
+        return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": hidden})
+
+
+class Passthrough(Model):
+    """The unprocessed noisy input: the reference row every enhancer must beat."""
+
+    class Options(Options):
+        pass
+
+    def __init__(self, options, model_spec: ModelSpec, **context):
+        super().__init__()
+
+    def forward(self, features, lengths) -> ModelOutput:
+        return ModelOutput(features.clone(), lengths, {})

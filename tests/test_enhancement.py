@@ -1,0 +1,199 @@
+"""Speech enhancement through the same core as ASR: metrics against known values, the NaN and
+coverage policy, noise held out for tests, models independent of batch-mates, and a tiny suite
+on real FSDD speech end to end through MLflow."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from kdbench.cli import main
+from kdbench.interfaces import Evaluation, Example, ModelSpec
+from kdbench.plugins import get_registry
+from kdbench_enhance.losses import si_sdr as si_sdr_torch
+from kdbench_enhance.metrics import score_all
+from kdbench_enhance.models import ConvTasNetEnhancer, StftMaskGru
+from kdbench_enhance.noise import mix
+from kdbench_enhance.scoring import si_sdr
+
+from conftest import write_suite
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def speech(fsdd_root):
+    """Three real utterances at 8 kHz."""
+    files = ["3_jackson_7.wav", "5_nicolas_12.wav", "8_yweweler_30.wav"]
+    return [sf.read(fsdd_root / "recordings" / f, dtype="float32")[0] for f in files]
+
+
+def metric(name, **options):
+    return get_registry().get("metrics", name).build(options)
+
+
+def evaluation(estimates, references, noisy=None):
+    noisy = noisy or references
+    examples = [Example(f"u{i}", torch.from_numpy(n), torch.from_numpy(r), {"sample_rate": SR, "duration": len(r) / SR})
+                for i, (n, r) in enumerate(zip(noisy, references))]
+    return Evaluation("test", examples, list(estimates), list(references), None, None, None)
+
+
+def values(measurements):
+    return {m.name: m for m in measurements}
+
+
+def test_identical_signals_score_the_maximum(speech):
+    ev = evaluation(speech, speech)
+    assert values(metric("pesq").compute(ev))["pesq_nb"].value > 4.4
+    stoi = values(metric("stoi").compute(ev))
+    assert stoi["stoi"].value == pytest.approx(1.0) and stoi["estoi"].value == pytest.approx(1.0)
+    assert values(metric("si-sdr").compute(ev))["si_sdr"].value > 80
+
+
+def test_known_snr_mixture(speech):
+    rng = np.random.default_rng(0)
+    noisy = [mix(s, rng.standard_normal(len(s)), 10.0)[0] for s in speech]
+    clean = [mix(s, rng.standard_normal(len(s)), 10.0)[1] for s in speech]  # same scaling rule
+    scored = values(metric("si-sdr").compute(evaluation(noisy, clean, noisy)))
+    # white noise at 10 dB: SI-SDR close to 10 dB; improvement over the noisy input itself is 0
+    assert scored["si_sdr"].value == pytest.approx(10.0, abs=0.5)
+    assert scored["si_sdri"].value == pytest.approx(0.0, abs=1e-6)
+    assert scored["si_sdr"].coverage == (3, 3)
+    # the torch loss uses the same definition
+    est = torch.from_numpy(np.stack([n[:2000] for n in noisy]))
+    ref = torch.from_numpy(np.stack([c[:2000] for c in clean]))
+    expected = [si_sdr(n[:2000], c[:2000]) for n, c in zip(noisy, clean)]
+    assert si_sdr_torch(est, ref, torch.tensor([2000] * 3)).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_silent_short_and_mismatched_clips_are_nan_with_coverage(speech, caplog):
+    silent = np.zeros(SR, np.float32)
+    short = speech[0][: int(0.1 * SR)]
+    refs = [speech[0], silent, short, speech[1]]
+    ests = [speech[0], silent, short, speech[1][:-10]]  # the last one lost samples
+    with caplog.at_level(logging.WARNING, logger="kdbench"):
+        pesq = values(metric("pesq").compute(evaluation(ests, refs)))["pesq_nb"]
+        stoi = values(metric("stoi").compute(evaluation(ests, refs)))["stoi"]
+    assert pesq.coverage == (1, 4) and stoi.coverage == (1, 4)
+    assert pesq.value == pytest.approx(values(metric("pesq").compute(evaluation(ests[:1], refs[:1])))["pesq_nb"].value)
+    # unscored utterances carry no weight, so the weighted mean is the reported value
+    assert pesq.weights == [1.0, 0.0, 0.0, 0.0]
+    text = caplog.text
+    assert "PESQ found no speech (silent reference)" in text and "shorter than PESQ's 0.25 s" in text
+    assert "estimate has 3900 samples, reference 3910" in text or "different lengths or rates" in text
+
+
+def test_dnsmos_is_not_applicable_at_8_khz(speech):
+    (sig, bak, ovrl) = metric("dnsmos").compute(evaluation(speech, speech))
+    assert np.isnan(ovrl.value) and ovrl.coverage == (0, 3)
+
+
+def test_scoring_in_two_processes_gives_the_same_numbers(speech):
+    rng = np.random.default_rng(1)
+    items = [(s + 0.05 * rng.standard_normal(len(s)).astype(np.float32), s, s) for s in speech * 2]
+    one = score_all("stoi", items, SR, {}, workers=1)
+    two = score_all("stoi", items, SR, {}, workers=2)
+    assert [r for _, r in one] == [r for _, r in two]
+    for (a, _), (b, _) in zip(one, two):
+        assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9)
+
+
+@pytest.mark.parametrize("model", ["convtasnet", "stft-mask-gru"])
+def test_outputs_do_not_depend_on_batch_mates(model, speech):
+    spec = ModelSpec(1, 1, {"sample_rate": SR})
+    torch.manual_seed(0)
+    net = (ConvTasNetEnhancer(ConvTasNetEnhancer.Options(enc_num_feats=16, msk_num_feats=8, msk_num_hidden_feats=16,
+                                                         msk_num_layers=2, msk_num_stacks=1), spec)
+           if model == "convtasnet" else StftMaskGru(StftMaskGru.Options(hidden=8), spec)).eval()
+    waves = [torch.from_numpy(s) for s in speech]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).unsqueeze(-1)
+    with torch.no_grad():
+        together = net(batch, lengths)
+        alone = net(waves[1].reshape(1, -1, 1), lengths[1:2])
+    n = int(lengths[1])
+    torch.testing.assert_close(together.output[1, :n], alone.output[0, :n], atol=1e-5, rtol=1e-5)
+    assert together.output.shape == batch.shape
+
+
+def test_test_sets_hear_held_out_noise(fsdd_root, shared_cache):
+    dataset = get_registry().get("datasets", "noisy-speech").build(
+        {"clean": {"name": "fsdd-digits", "options": {"root": str(fsdd_root), "held_out_speakers": ["theo"],
+                                                      "train_utterances": 24, "test_utterances": 12, "max_digits": 2}},
+         "train_noises": ["white", "pink"], "test_noises": ["brown", "hum"]}, cache_dir=shared_cache)
+    corpus = dataset.load()
+    assert {e.meta["noise"] for e in corpus.train} <= {"white", "pink"}
+    for examples in corpus.tests.values():
+        assert {e.meta["noise"] for e in examples} <= {"brown", "hum"}
+    e = corpus.train[0]
+    snr = 10 * np.log10(np.sum(e.target.numpy() ** 2) / np.sum((e.input - e.target).numpy() ** 2))
+    assert snr == pytest.approx(e.meta["snr_db"], abs=0.2)
+    again = get_registry().get("datasets", "noisy-speech").build(dataset.options, cache_dir=shared_cache).load()
+    assert again.fingerprint == corpus.fingerprint and torch.equal(again.train[3].input, corpus.train[3].input)
+
+
+def test_unknown_noise_names_the_choices():
+    with pytest.raises(Exception, match="unknown noise 'rain'; available: babble, brown, hum, pink, tones, white"):
+        get_registry().get("datasets", "noisy-speech").options.model_validate({"train_noises": ["rain"]})
+
+
+def test_corrupt_wav_is_a_data_error_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio_filepath": "%s", "text": "one", "duration": 1.0}\n' % bad)
+    suite = enhancement_suite(None, clean={"name": "manifest", "options": {"train": str(manifest), "tests": {"test": str(manifest)}}})
+    path = write_suite(tmp_path / "s.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(tmp_path / "c"), "--no-tracking"])
+    assert result.exit_code == 4, result.output
+    assert "cannot read audio file" in result.output and "bad.wav" in result.output
+
+
+def enhancement_suite(fsdd_root, clean=None, **overrides):
+    suite = {
+        "name": "tiny-enh", "task": "enhancement",
+        "dataset": {"name": "noisy-speech", "options": {"clean": clean or {"name": "fsdd-digits", "options": {
+            "root": str(fsdd_root), "held_out_speakers": ["theo"], "train_utterances": 24, "test_utterances": 6,
+            "max_digits": 2}}}},
+        "frontend": "waveform",
+        "teachers": [{"name": "convtasnet", "options": {"enc_num_feats": 16, "msk_num_feats": 8, "msk_num_hidden_feats": 16,
+                                                        "msk_num_layers": 2, "msk_num_stacks": 1},
+                      "training": {"steps": 3, "batch_size": 8}}],
+        "references": [{"name": "passthrough", "label": "noisy input"}],
+        "students": [{"name": "stft-mask-gru", "options": {"hidden": 8}}],
+        "losses": ["si-sdr", "si-sdr-kd", "encoder-hint"],
+        "training": {"steps": 3, "batch_size": 8},
+        "metrics": ["si-sdr", "pesq", "stoi", "params", {"name": "latency", "options": {"utterances": 2, "runs": 4, "warmup": 1}}],
+    }
+    suite.update(overrides)
+    return suite
+
+
+def test_tiny_enhancement_suite_end_to_end_through_mlflow(tmp_path, fsdd_root, shared_cache):
+    path = write_suite(tmp_path / "enh.yaml", enhancement_suite(fsdd_root))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(shared_cache), "--tracking-uri", uri], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "teacher forward passes 1" in result.output  # one pass serves both KD losses
+    board = pd.read_csv(tmp_path / "r" / "tiny-enh" / "leaderboard.csv")
+    assert sorted(board["role"]) == ["reference", "student", "student", "student", "teacher"]
+    noisy = board[board["role"] == "reference"].iloc[0]
+    assert noisy["model"] == "noisy input" and noisy["test-unseen/si_sdri"] == pytest.approx(0.0, abs=1e-6)
+    for column in ("test-seen/si_sdr", "test-unseen/pesq_nb", "test-unseen/stoi", "test-unseen/estoi", "latency_p50_ms"):
+        assert board[column].notna().all(), column
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdbench-tiny-enh")
+    evaluations = client.search_runs([exp.experiment_id], "tags.`kdbench.role` = 'evaluation'")
+    assert len(evaluations) == 5
+    kd = next(r for r in evaluations if r.data.tags["kdbench.loss"] == "si-sdr-kd")
+    assert kd.data.tags["kdbench.metric.test-unseen/pesq_nb.unit"] == "MOS"
+    assert kd.data.tags["kdbench.metric.test-unseen/si_sdri.higher_is_better"] == "True"
+    assert (tmp_path / "r" / "tiny-enh" / "mlflow-leaderboard" / "leaderboard.html").exists()
