@@ -1,0 +1,81 @@
+"""kdbench's latency method against torch.utils.benchmark on the same model, input and threads.
+
+One real FSDD utterance (front end + model, as a target runs it), timed in one process by
+kdbench.measurement.time_runs (warm-up, then per-call perf_counter, p50) and by
+torch.utils.benchmark.Timer (blocked_autorange, median), interleaved for --repeats rounds so
+machine noise hits both alike. Reports the ratio of the two p50s per round and the spread
+(max/min) of kdbench's p50 over the rounds.
+
+    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/latency_method.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.utils.benchmark as tb
+
+from kdbench import measurement
+from kdbench.evaluation import Deployable
+from kdbench.interfaces import ModelSpec
+from kdbench_asr.data.fsdd import FsddConnectedDigits
+from kdbench_asr.frontend import LogMel
+from kdbench_asr.models import ConformerCtc, GruCtc
+from kdbench_asr.task import CtcAsr
+
+MODELS = {
+    "bigru-147k": lambda spec: GruCtc(GruCtc.Options(hidden=64, layers=2, bidirectional=True), spec),
+    "conformer-2M": lambda spec: ConformerCtc(ConformerCtc.Options(d_model=144, layers=4, heads=4, ffn_dim=576), spec),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs", type=int, default=200, help="kdbench timed runs per round")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    corpus = FsddConnectedDigits(FsddConnectedDigits.Options(root=args.fsdd, train_utterances=8, test_utterances=8),
+                                 cache_dir=os.path.expanduser("~/.cache/kdbench")).load()
+    task = CtcAsr(CtcAsr.Options())
+    task.setup(corpus)
+    frontend = LogMel(LogMel.Options(n_mels=40), corpus_info=corpus.info)
+    example = next(iter(corpus.tests.values()))[0]
+    batch = task.collate([example])
+    inputs = (batch.inputs, batch.input_lengths)
+    print(f"input: {example.id}, {example.meta.get('duration', 0):.2f} s of audio; torch {torch.__version__}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print("| model | threads | round | kdbench p50 (ms) | torch.utils.benchmark median (ms) | ratio | other cores busy |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    spreads = []
+    for name, build in MODELS.items():
+        torch.manual_seed(0)
+        deployed = Deployable(frontend, build(ModelSpec(40, task.output_dim()))).eval()
+
+        def forward(x):
+            with torch.inference_mode():
+                return deployed(*x)
+
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            ours = []
+            for r in range(args.repeats):
+                timing = measurement.time_runs(forward, [(example.id, inputs, 1.0)], warmup=10, runs=args.runs)
+                p50 = measurement.percentile(timing.seconds, 0.5)
+                timer = tb.Timer("forward(x)", globals={"forward": forward, "x": inputs}, num_threads=threads)
+                theirs = timer.blocked_autorange(min_run_time=2.0).median
+                ours.append(p50)
+                print(f"| {name} | {threads} | {r + 1} | {1000 * p50:.3f} | {1000 * theirs:.3f} | "
+                      f"{p50 / theirs:.3f} | {timing.other_cores:.2f} |")
+            spreads.append((name, threads, max(ours) / min(ours)))
+    print()
+    for name, threads, spread in spreads:
+        print(f"spread of kdbench p50 over {args.repeats} rounds, {name}, {threads} thread(s): max/min = {spread:.3f}")
+
+
+if __name__ == "__main__":
+    main()
