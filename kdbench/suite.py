@@ -168,6 +168,8 @@ def _validation_message(where: str, exc: ValidationError, prefix: tuple[Any, ...
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "value_error":  # a validator's own sentence, without pydantic's prefix
+        msg = msg.removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {loc}: {msg}{more}"
 

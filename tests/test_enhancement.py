@@ -197,3 +197,12 @@ def test_tiny_enhancement_suite_end_to_end_through_mlflow(tmp_path, fsdd_root, s
     assert kd.data.tags["kdbench.metric.test-unseen/pesq_nb.unit"] == "MOS"
     assert kd.data.tags["kdbench.metric.test-unseen/si_sdri.higher_is_better"] == "True"
     assert (tmp_path / "r" / "tiny-enh" / "mlflow-leaderboard" / "leaderboard.html").exists()
+
+
+def test_bad_clean_source_option_names_its_key_path(tmp_path, fsdd_root):
+    suite = enhancement_suite(fsdd_root)
+    suite["dataset"]["options"]["clean"]["options"]["max_digits"] = "four"
+    path = write_suite(tmp_path / "bad.yaml", suite)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "bad.yaml: dataset.options.clean: options.max_digits: Input should be a valid integer" in result.output

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from kdbench.cache import Cache
 from kdbench.errors import DataError
@@ -57,11 +57,25 @@ class NoisySpeech:
                 raise ValueError(f"unknown noise {unknown[0]!r}; available: {', '.join(sorted(NOISES))}")
             return names
 
-        @model_validator(mode="after")
-        def _clean_options(self):
-            component = _clean_component(self.clean.name)  # unknown names say what is available
-            component.options.model_validate(self.clean.options)
-            return self
+        @field_validator("clean")
+        @classmethod
+        def _clean_options(cls, clean: CleanSource) -> CleanSource:
+            from pydantic import ValidationError
+
+            from kdbench.errors import UnknownComponentError
+            from kdbench.suite import format_location
+
+            try:
+                component = _clean_component(clean.name)  # unknown names say what is available
+            except UnknownComponentError as exc:
+                raise ValueError(f"name: {exc}") from None
+            try:
+                component.options.model_validate(clean.options)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+                raise ValueError(f"options.{format_location(tuple(first['loc']))}: {msg}") from None
+            return clean
 
     def __init__(self, options: "NoisySpeech.Options", cache_dir: Path | None = None, **context):
         self.options = options
