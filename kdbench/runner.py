@@ -300,64 +300,73 @@ class Runner:
                              ident: dict[str, str]) -> list[Row]:
         rows = []
         n_params = sum(p.numel() for p in model.parameters())
-        for resolved, target in self.targets:
-            row = Row(**row_base, target=resolved.label, status="ok", params=n_params, reused=reused)
-            ok, reason = target.available()
-            if not ok:
-                row.status, row.error = "skipped", reason
-                rows.append(row)
-                continue
-            target_key = stable_hash({"target": resolved.config(), "metrics": [m.config() for m in self.rs.metrics]})
-            record = None if self.reevaluate else self.store.load_evaluation(run_key, target_key)
-            try:
-                if record is None:
-                    result = evaluate(model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
-                    # per-utterance samples go to their own file: the record stays small
-                    record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
-                                               for m in result.measurements],
-                              "target": {**resolved.config(), **target.describe()}}
-                    self.store.save_scores(run_key, target_key, result.scores)
-                    self.store.save_evaluation(run_key, target_key, record, result.predictions)
-                else:
-                    row.reused = True
-            except Exception as exc:
-                row.status, row.error = "failed", _error_text(exc)
-                rows.append(row)
-                continue
-            # metric metadata travels as tags, so a leaderboard built from MLflow alone knows
-            # units, sort direction and coverage without the plugin that computed them
-            metric_tags: dict[str, str] = {}
-            for m in record["measurements"]:
-                measurement = Measurement(**{**m, "coverage": tuple(m["coverage"]) if m.get("coverage") else None})
-                row.measurements[measurement.name] = measurement.value
-                self.columns.setdefault(measurement.name, (measurement.unit, measurement.higher_is_better))
-                metric_tags[f"kdbench.metric.{measurement.name}.unit"] = measurement.unit
-                metric_tags[f"kdbench.metric.{measurement.name}.higher_is_better"] = str(measurement.higher_is_better)
-                if measurement.coverage:
-                    metric_tags[f"kdbench.metric.{measurement.name}.coverage"] = "%d/%d" % measurement.coverage
-            primary = primary_column({m["name"]: None for m in record["measurements"]})
-            if primary:
-                metric_tags["kdbench.primary_metric"] = primary
-            if parent:
-                seed = f" · seed {row_base['seed']}" if row_base["seed"] is not None else ""
-                loss = f" · {row_base['loss']}" if row_base["role"] == "student" else ""
-                config_hash = stable_hash({"run": ident.get("kdbench.config_hash", run_key), "target": target_key})
-                grandchild = self.tracker.start(
-                    f"{row_base['model']}{loss}{seed} @ {resolved.label}", parent,
-                    {"kdbench.role": "evaluation", "kdbench.target": resolved.label, "kdbench.run_key": run_key,
-                     "kdbench.target_key": target_key, **self._identity_tags(row_base), **ident,
-                     "kdbench.config_hash": config_hash})
-                self.tracker.log(grandchild, params=flatten("target", record["target"]), metrics=row.measurements,
-                                 tags={**self.provenance, **metric_tags})
-                for path in self.store.prediction_paths(run_key, target_key):
-                    self.tracker.artifact(grandchild, path, "predictions")
-                scores = self.store.scores_path(run_key, target_key)
-                if scores.exists():
-                    self.tracker.artifact_as(grandchild, scores, "scores.json")
-                self.tracker.finish(grandchild)
-            row.run_key = run_key
-            rows.append(row)
+        what = row_base["model"] + (f" · {row_base['loss']} · seed {row_base['seed']}" if row_base["role"] == "student" else "")
+        handle = self.progress.start(f"evaluate {what}", len(self.targets))
+        try:
+            for resolved, target in self.targets:
+                rows.append(self._evaluate_on_target(model, run_key, row_base, reused, parent, ident, n_params,
+                                                     resolved, target))
+                self.progress.update(handle, len(rows))
+        finally:
+            self.progress.stop(handle)
         return rows
+
+    def _evaluate_on_target(self, model: Model, run_key: str, row_base: dict, reused: bool, parent: str | None,
+                            ident: dict[str, str], n_params: int, resolved: Resolved, target: Any) -> Row:
+        row = Row(**row_base, target=resolved.label, status="ok", params=n_params, reused=reused)
+        ok, reason = target.available()
+        if not ok:
+            row.status, row.error = "skipped", reason
+            return row
+        target_key = stable_hash({"target": resolved.config(), "metrics": [m.config() for m in self.rs.metrics]})
+        record = None if self.reevaluate else self.store.load_evaluation(run_key, target_key)
+        try:
+            if record is None:
+                result = evaluate(model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
+                # per-utterance samples go to their own file: the record stays small
+                record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
+                                           for m in result.measurements],
+                          "target": {**resolved.config(), **target.describe()}}
+                self.store.save_scores(run_key, target_key, result.scores)
+                self.store.save_evaluation(run_key, target_key, record, result.predictions)
+            else:
+                row.reused = True
+        except Exception as exc:
+            row.status, row.error = "failed", _error_text(exc)
+            return row
+        # metric metadata travels as tags, so a leaderboard built from MLflow alone knows
+        # units, sort direction and coverage without the plugin that computed them
+        metric_tags: dict[str, str] = {}
+        for m in record["measurements"]:
+            measurement = Measurement(**{**m, "coverage": tuple(m["coverage"]) if m.get("coverage") else None})
+            row.measurements[measurement.name] = measurement.value
+            self.columns.setdefault(measurement.name, (measurement.unit, measurement.higher_is_better))
+            metric_tags[f"kdbench.metric.{measurement.name}.unit"] = measurement.unit
+            metric_tags[f"kdbench.metric.{measurement.name}.higher_is_better"] = str(measurement.higher_is_better)
+            if measurement.coverage:
+                metric_tags[f"kdbench.metric.{measurement.name}.coverage"] = "%d/%d" % measurement.coverage
+        primary = primary_column({m["name"]: None for m in record["measurements"]})
+        if primary:
+            metric_tags["kdbench.primary_metric"] = primary
+        if parent:
+            seed = f" · seed {row_base['seed']}" if row_base["seed"] is not None else ""
+            loss = f" · {row_base['loss']}" if row_base["role"] == "student" else ""
+            config_hash = stable_hash({"run": ident.get("kdbench.config_hash", run_key), "target": target_key})
+            grandchild = self.tracker.start(
+                f"{row_base['model']}{loss}{seed} @ {resolved.label}", parent,
+                {"kdbench.role": "evaluation", "kdbench.target": resolved.label, "kdbench.run_key": run_key,
+                 "kdbench.target_key": target_key, **self._identity_tags(row_base), **ident,
+                 "kdbench.config_hash": config_hash})
+            self.tracker.log(grandchild, params=flatten("target", record["target"]), metrics=row.measurements,
+                             tags={**self.provenance, **metric_tags})
+            for path in self.store.prediction_paths(run_key, target_key):
+                self.tracker.artifact(grandchild, path, "predictions")
+            scores = self.store.scores_path(run_key, target_key)
+            if scores.exists():
+                self.tracker.artifact_as(grandchild, scores, "scores.json")
+            self.tracker.finish(grandchild)
+        row.run_key = run_key
+        return row
 
     def _add_teacher_gaps(self, rows: list[Row]) -> None:
         """Student minus its teacher on the first per-split metric, per split and target."""
