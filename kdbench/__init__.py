@@ -1,9 +1,15 @@
 """kdbench: a plugin-based benchmark harness for knowledge distillation of speech models."""
 
 import os
+import sys
+import warnings
 
 # OpenMP's default spin-wait makes 2-thread torch 10-20x slower when any other process is busy
-# (field notes, pitfall 8). It must be set before torch is first imported.
+# (field notes, pitfall 8). It must be set before torch is first imported: OpenMP reads it once.
+if "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+    warnings.warn("torch was imported before kdbench, so OMP_WAIT_POLICY=PASSIVE cannot take effect; "
+                  "set it in the environment, or import kdbench first (timings on a busy machine suffer)",
+                  RuntimeWarning, stacklevel=2)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
