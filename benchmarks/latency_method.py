@@ -1,10 +1,12 @@
 """kdbench's latency method against torch.utils.benchmark on the same model, input and threads.
 
 One real FSDD utterance (front end + model, as a target runs it), timed in one process by
-kdbench.measurement.time_runs (warm-up, then per-call perf_counter, p50) and by
-torch.utils.benchmark.Timer (blocked_autorange, median), interleaved for --repeats rounds so
-machine noise hits both alike. Reports the ratio of the two p50s per round and the spread
-(max/min) of kdbench's p50 over the rounds.
+kdbench.measurement.time_runs (warm-up, then one perf_counter per call, p50 of the calls) and by
+torch.utils.benchmark.Timer (blocked_autorange: median over blocks of the per-call mean). The two
+alternate in short blocks (--block seconds each, --blocks times per round) so both see the same
+stretch of machine time: this VM's speed drifts over seconds even when nothing else runs.
+Reports, per round, both medians and their ratio, and the spread (max/min) of kdbench's p50
+over --repeats rounds.
 
     OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/latency_method.py
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 
 import torch
 import torch.utils.benchmark as tb
@@ -35,7 +38,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runs", type=int, default=200, help="kdbench timed runs per round")
+    parser.add_argument("--block", type=float, default=0.5, help="seconds per block")
+    parser.add_argument("--blocks", type=int, default=6, help="blocks of each method per round")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -62,16 +66,22 @@ def main():
 
         for threads in args.threads:
             torch.set_num_threads(threads)
-            ours = []
+            medians = []
             for r in range(args.repeats):
-                timing = measurement.time_runs(forward, [(example.id, inputs, 1.0)], warmup=10, runs=args.runs)
-                p50 = measurement.percentile(timing.seconds, 0.5)
+                ours, block_means = [], []
                 timer = tb.Timer("forward(x)", globals={"forward": forward, "x": inputs}, num_threads=threads)
-                theirs = timer.blocked_autorange(min_run_time=2.0).median
-                ours.append(p50)
-                print(f"| {name} | {threads} | {r + 1} | {1000 * p50:.3f} | {1000 * theirs:.3f} | "
-                      f"{p50 / theirs:.3f} | {timing.other_cores:.2f} |")
-            spreads.append((name, threads, max(ours) / min(ours)))
+                timer.blocked_autorange(min_run_time=0.2)  # its own warm-up
+                for _ in range(args.blocks):
+                    timing = measurement.time_runs(forward, [(example.id, inputs, 1.0)], warmup=2, runs=1,
+                                                   min_seconds=args.block)
+                    ours += timing.seconds
+                    block_means += timer.blocked_autorange(min_run_time=args.block).times
+                p50 = measurement.percentile(ours, 0.5)
+                theirs = statistics.median(block_means)
+                medians.append(p50)
+                print(f"| {name} | {threads} | {r + 1} | {1000 * p50:.3f} ({len(ours)} calls) | {1000 * theirs:.3f} "
+                      f"({len(block_means)} blocks) | {p50 / theirs:.3f} | {timing.other_cores:.2f} |")
+            spreads.append((name, threads, max(medians) / min(medians)))
     print()
     for name, threads, spread in spreads:
         print(f"spread of kdbench p50 over {args.repeats} rounds, {name}, {threads} thread(s): max/min = {spread:.3f}")

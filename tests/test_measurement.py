@@ -102,3 +102,12 @@ def test_late_import_warns_that_the_openmp_policy_cannot_apply():
     first = subprocess.run([sys.executable, "-c", "import kdbench, os; print(os.environ['OMP_WAIT_POLICY'])"],
                            capture_output=True, text=True, env=env)
     assert first.stdout.strip() == "PASSIVE"
+
+
+def test_time_runs_keeps_going_until_the_minimum_duration():
+    def slow(_):
+        time.sleep(0.01)
+
+    timing = measurement.time_runs(slow, [("a", None, 1.0)], warmup=0, runs=3, min_seconds=0.2)
+    assert len(timing.seconds) >= 15 and sum(timing.seconds) >= 0.15
+    assert len(measurement.time_runs(slow, [("a", None, 1.0)], warmup=0, runs=3).seconds) == 3

@@ -46,7 +46,7 @@ BUILTINS = [
     (check_loss, "sequence-kd", None),
     (check_metric, "params", None),
     (check_metric, "size", None),
-    (check_metric, "latency", {"utterances": 2, "warmup": 1, "runs": 4}),
+    (check_metric, "latency", {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0}),
     (check_target, "cpu", None),
     (check_target, "cpu-1thread", None),
     (check_frontend, "log-mel", {"n_mels": 24}),
@@ -72,7 +72,7 @@ def test_builtin_dataset_conforms(fsdd_root, shared_cache, kdbench_registry):
 
 
 def test_check_plugin_checks_everything_a_plugin_registers(kdbench_registry):
-    checked = check_plugin("standard", {"latency": {"utterances": 2, "warmup": 1, "runs": 4},
+    checked = check_plugin("standard", {"latency": {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0},
                                         "cold-start": {"repeats": 1}, "flops": {"utterances": 2, "runs": 2}},
                            registry=kdbench_registry)
     assert checked == [("metrics", "cold-start"), ("metrics", "flops"), ("metrics", "latency"), ("metrics", "params"),

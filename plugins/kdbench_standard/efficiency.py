@@ -53,14 +53,16 @@ class Latency(Metric):
     class Options(Options):
         utterances: int = Field(32, ge=1, description="distinct test utterances cycled through")
         warmup: int = Field(5, ge=0, description="untimed runs first")
-        runs: int = Field(64, ge=1, description="timed runs (>= 64 for a p90, >= 640 for a p99)")
+        runs: int = Field(64, ge=1, description="timed runs at least (>= 64 for a p90, >= 640 for a p99)")
+        min_seconds: float = Field(2.0, ge=0, description="keep timing until this long has passed too")
 
     def __init__(self, options: "Latency.Options", **context):
         self.options = options
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
         timing = measurement.time_runs(ev.forward, _timed_inputs(ev, self.options.utterances),
-                                       warmup=self.options.warmup, runs=self.options.runs)
+                                       warmup=self.options.warmup, runs=self.options.runs,
+                                       min_seconds=self.options.min_seconds)
         summary = measurement.summarize(timing)
         results = [Measurement(name, value, "x" if name == "rtf" else "ms", False)
                    for name, value in summary.values.items()]
