@@ -101,13 +101,21 @@ SCORERS = {"si-sdr": score_si_sdr, "pesq": score_pesq, "stoi": score_stoi, "dnsm
 
 
 def score_chunk(kind: str, items: list[tuple], sr: int, options: dict) -> list[tuple[dict | None, str]]:
-    """Score ``(estimate, reference, noisy)`` triples: ``(values, "")`` or ``(None, reason)`` each."""
-    out = []
-    for est, ref, noisy in items:
-        try:
-            out.append((SCORERS[kind](est, ref, noisy, sr, options), ""))
-        except Unscorable as exc:
-            out.append((None, str(exc)))
-        except Exception as exc:  # a library failing on one clip must not lose the others
-            out.append((None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
-    return out
+    """Score ``(estimate, reference, noisy)`` triples: ``(values, "")`` or ``(None, reason)`` each.
+
+    One BLAS/OpenMP thread per scoring process: parallelism comes from the processes, and
+    numpy's own threads in each of them would only fight over the same cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return [_score_one(kind, item, sr, options) for item in items]
+
+
+def _score_one(kind: str, item: tuple, sr: int, options: dict) -> tuple[dict | None, str]:
+    est, ref, noisy = item
+    try:
+        return SCORERS[kind](est, ref, noisy, sr, options), ""
+    except Unscorable as exc:
+        return None, str(exc)
+    except Exception as exc:  # a library failing on one clip must not lose the others
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
