@@ -2,7 +2,8 @@
 
 Creates N synthetic evaluation runs (default 1,000: 25 configurations x 5 seeds x 4 targets x
 2 hosts, tagged like real ones, with 60 params each as real runs carry their resolved config)
-in a temporary sqlite store, then times:
+in a temporary sqlite store, ending one a minute over the hours before now (as nightly runs
+accumulate), then times:
 
   1. fetch      ``search_runs`` filtered server-side on ``tags.kdbench.role = 'evaluation'``,
                 paged 1,000 at a time, tags and metrics only -> pandas
@@ -73,7 +74,9 @@ def main() -> None:
                                          "latency_ms": 5 + rng.random(), "size_mb": 0.1},
                                 tags={"host.cpu": host},
                                 scores={"test-unseen/wer": {"ids": ids, "samples": samples, "weights": None}}
-                                if target == "cpu" else None)
+                                if target == "cpu" else None,
+                                # a real store fills over many nights: one run a minute, ending before now
+                                end_time=int(time.time() * 1000) - (args.runs - n) * 60_000)
                             client.log_batch(run_id, params=[Param(f"config.p{i}", str(i)) for i in range(60)])
                             n += 1
     create_s = time.perf_counter() - t0

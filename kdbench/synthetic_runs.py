@@ -19,8 +19,10 @@ def log_evaluation(client, experiment_id: str, *, suite: str = "tiny", role: str
                    teacher: str = "", loss: str = "ctc", seed: int | None = 0, target: str = "cpu",
                    metrics: dict[str, float] | None = None, coverage: dict[str, tuple[int, int]] | None = None,
                    tags: dict[str, str] | None = None, scores: dict[str, dict[str, list]] | None = None,
-                   config_hash: str | None = None, meta: dict[str, tuple[str, bool]] | None = None) -> str:
-    """One FINISHED evaluation run; ``tags`` override provenance (e.g. another ``host.cpu``)."""
+                   config_hash: str | None = None, meta: dict[str, tuple[str, bool]] | None = None,
+                   end_time: int | None = None) -> str:
+    """One FINISHED evaluation run; ``tags`` override provenance (e.g. another ``host.cpu``);
+    ``end_time`` (ms since the epoch) backdates it, as runs of past nights would be."""
     from mlflow.entities import Metric, RunTag
 
     metrics = metrics if metrics is not None else {"test-unseen/wer": 20.0, "test-unseen/cer": 10.0,
@@ -57,5 +59,5 @@ def log_evaluation(client, experiment_id: str, *, suite: str = "tiny", role: str
             path = Path(tmp) / "scores.json"
             path.write_text(json.dumps(scores))
             client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED", end_time=end_time)
     return run_id
