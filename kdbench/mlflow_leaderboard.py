@@ -466,9 +466,10 @@ def cost_axes(columns: dict[str, tuple[str, bool]]) -> list[tuple[str, str, bool
     """Cost metrics to plot quality against, recognised by unit so the core names no metric:
     latency in ms (p50 per utterance) and size in MB. (name, label, log scale)."""
     axes = []
-    for unit, label, log in (("ms", "p50 latency", False), ("MB", "size", True)):
+    # the median latency (not a tail, a length bucket or a cold start); the model's size (not memory)
+    for unit, prefer, label, log in (("ms", "p50", "p50 latency", False), ("MB", "size", "size", True)):
         names = [n for n, (u, _) in columns.items() if u == unit and "/" not in n]
-        names.sort(key=lambda n: "p50" not in n)  # the median latency, not a tail or a cold start
+        names.sort(key=lambda n: (prefer not in n, len(n)))
         if names:
             axes.append((names[0], f"{label} ({unit})", log))
     return axes
