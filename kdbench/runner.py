@@ -26,7 +26,7 @@ from kdbench.run_store import RunStore
 from kdbench.suite import Resolved, ResolvedSuite, TrainingConfig
 from kdbench.teacher_outputs import TeacherOutputStore, build_teacher_outputs
 from kdbench.tracking import Tracker, flatten
-from kdbench.training import train
+from kdbench.training import seed_everything, train
 
 
 class Progress:
@@ -170,6 +170,7 @@ class Runner:
     def _teacher_state(self, index: int) -> TeacherState:
         ref = self.rs.suite.teachers[index]
         resolved = self.rs.teachers[index]
+        seed_everything(0)  # initial weights from the seed, not from whatever ran before in this process
         model: Model = resolved.build(model_spec=self.model_spec)
         if ref.checkpoint is not None:
             key = stable_hash({"teacher": resolved.config(), "checkpoint": file_hash(ref.checkpoint),
@@ -256,6 +257,9 @@ class Runner:
         try:
             if run.teacher is not None and teacher is None:
                 raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
+            # the seed decides the initial weights (and a loss's own, such as a hint projection),
+            # not whatever this process ran before: a cached teacher or a fresh one
+            seed_everything(run.seed)
             model: Model = run.student.build(model_spec=self.model_spec)
             record = None if self.force else self.store.load_training(key)
             reused = record is not None

@@ -140,3 +140,25 @@ def test_throwaway_plugin_is_used_and_a_crashing_run_is_isolated(tmp_path, fsdd_
     assert list(board["loss"]) == ["ctc"] and board["test-unseen/hyp_words"].notna().all()
     assert "exploding · seed 0 @ cpu: failed: RuntimeError: boom at step 3" in \
         (tmp_path / "r" / "tiny" / "leaderboard.md").read_text()
+
+
+def test_same_seed_same_student_whatever_ran_before(tmp_path, fsdd_root, shared_cache):
+    """The seed alone decides a run's initial weights: a forced rerun after the process consumed
+    random numbers (as training a fresh teacher does) gives bit-identical weights."""
+    import torch
+
+    suite = tiny_suite(fsdd_root, teachers=[], losses=["ctc"], metrics=["wer"])
+    path = write_suite(tmp_path / "s.yaml", suite)
+    args = ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(shared_cache), "--no-tracking"]
+
+    def weights():
+        (checkpoint,) = (tmp_path / "r" / "tiny" / "runs").glob("*/model.pt")
+        return torch.load(checkpoint, weights_only=True)
+
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    first = weights()
+    torch.manual_seed(1234)
+    torch.rand(10_000)
+    assert CliRunner().invoke(main, args + ["--force"], catch_exceptions=False).exit_code == 0
+    second = weights()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

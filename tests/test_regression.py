@@ -121,3 +121,13 @@ def test_machine_load_is_flagged_but_never_gated(store, tmp_path):
     assert cli("compare", "loaded", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
     board = cli("leaderboard", "loaded", "--tracking-uri", uri, "--format", "md")
     assert "timed under load: 1.6" in board.output
+
+
+def test_default_tolerances_by_kind_of_metric():
+    from kdbench.regression import default_tolerances
+
+    tol = default_tolerances({"test/wer": ("%", False), "latency_p50_ms": ("ms", False), "peak_mem_mb": ("MB", False),
+                              "size_mb": ("MB", False), "achieved_gflops": ("GFLOP/s", True)})
+    assert tol["test/wer"] == {"abs": 1.0} and tol["latency_p50_ms"] == {"ratio": 2.0}
+    assert tol["peak_mem_mb"] == {"abs": 32.0} and tol["achieved_gflops"] == {"ratio": 2.0}
+    assert "size_mb" not in tol and tol["*"] == {"rel": 0.02}  # sizes are exact: the catch-all
