@@ -111,9 +111,11 @@ class Timing:
     def contended(self) -> bool:
         return not math.isnan(self.other_cores) and self.other_cores > CONTENTION_CORES
 
-    def quantile(self, q: float) -> float | None:
-        """None when there are too few runs to support the quantile."""
-        if len(self.seconds) < min_samples(q) and q > 0.5:
+    def quantile(self, q: float, planned: int | None = None) -> float | None:
+        """None when there are too few runs to support the quantile. With ``planned`` (the runs
+        asked for), that decides, not how many a time budget happened to add: the same suite
+        then reports the same metrics on every machine and every night."""
+        if q > 0.5 and min(len(self.seconds), planned or len(self.seconds)) < min_samples(q):
             return None
         return percentile(self.seconds, q)
 
@@ -255,14 +257,14 @@ class Summary:
     notes: list[str] = field(default_factory=list)
 
 
-def summarize(timing: Timing, percentiles: Sequence[float] = (0.5, 0.9, 0.99)) -> Summary:
+def summarize(timing: Timing, percentiles: Sequence[float] = (0.5, 0.9, 0.99), planned: int | None = None) -> Summary:
     out = Summary()
     for q in percentiles:
-        value = timing.quantile(q)
+        value = timing.quantile(q, planned)
         name = f"latency_p{round(q * 100)}_ms"
         if value is None:
-            out.notes.append(f"{name} not reported: {len(timing.seconds)} timed runs, "
-                             f"{min_samples(q)} needed")
+            out.notes.append(f"{name} not reported: {min(len(timing.seconds), planned or len(timing.seconds))} "
+                             f"timed runs, {min_samples(q)} needed")
         else:
             out.values[name] = 1000 * value
     out.values["latency_mean_ms"] = 1000 * statistics.fmean(timing.seconds)

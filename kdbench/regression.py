@@ -47,6 +47,18 @@ def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[s
     return tol
 
 
+def merge_tolerances(kept: dict[str, dict[str, float]], defaults: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The user's tolerances, plus defaults for metrics none of their own patterns covers (a
+    metric added since would otherwise fall to the catch-all), catch-all last."""
+    own = {p: t for p, t in kept.items() if p != "*"}
+    merged = dict(own)
+    for name, tol in defaults.items():
+        if name != "*" and not any(fnmatch.fnmatchcase(name, p) for p in own):
+            merged[name] = tol
+    merged["*"] = kept.get("*", defaults.get("*", {"rel": 0.02}))
+    return merged
+
+
 def _label(row: dict[str, Any]) -> str:
     who = row["model"] + (f" · {row['loss']}" if row["role"] == "student" else " (teacher)")
     if row.get("teacher"):
@@ -139,7 +151,7 @@ def make(board, *, previous: dict[str, Any] | None = None, suite: str | None = N
         rows.append({**{k: rec[k] for k in IDENTITY}, "n": int(rec["n"]), "values": values,
                      "provenance": {"git_commit": rec.get("git_commit", ""), "config_hash": rec.get("kdbench.config_hash", ""),
                                     "host.cpu": rec.get("host.cpu", "")}})
-    tolerances = (previous or {}).get("tolerances") or default_tolerances(board.columns)
+    tolerances = merge_tolerances((previous or {}).get("tolerances") or {}, default_tolerances(board.columns))
     return {"schema": SCHEMA, "suite": suite or (frame["suite"].iloc[0] if len(frame) else None),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tolerances": tolerances,

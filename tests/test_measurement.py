@@ -111,3 +111,10 @@ def test_time_runs_keeps_going_until_the_minimum_duration():
     timing = measurement.time_runs(slow, [("a", None, 1.0)], warmup=0, runs=3, min_seconds=0.2)
     assert len(timing.seconds) >= 15 and sum(timing.seconds) >= 0.15
     assert len(measurement.time_runs(slow, [("a", None, 1.0)], warmup=0, runs=3).seconds) == 3
+
+
+def test_reported_percentiles_follow_the_runs_asked_for_not_the_time_budget():
+    timing = _timing(700)  # a fast model: the time budget gave 700 runs
+    assert "latency_p99_ms" in measurement.summarize(timing).values
+    asked_64 = measurement.summarize(timing, planned=64)
+    assert "latency_p90_ms" in asked_64.values and "latency_p99_ms" not in asked_64.values

@@ -131,3 +131,13 @@ def test_default_tolerances_by_kind_of_metric():
     assert tol["test/wer"] == {"abs": 1.0} and tol["latency_p50_ms"] == {"ratio": 2.0}
     assert tol["peak_mem_mb"] == {"abs": 32.0} and tol["achieved_gflops"] == {"ratio": 2.0}
     assert "size_mb" not in tol and tol["*"] == {"rel": 0.02}  # sizes are exact: the catch-all
+
+
+def test_updating_a_baseline_keeps_edited_tolerances_and_covers_new_metrics():
+    from kdbench.regression import default_tolerances, merge_tolerances
+
+    kept = {"test/wer": {"abs": 0.5}, "*": {"rel": 0.05}}
+    merged = merge_tolerances(kept, default_tolerances({"test/wer": ("%", False), "latency_p99_ms": ("ms", False)}))
+    assert merged["test/wer"] == {"abs": 0.5}  # the user's edit survives
+    assert merged["latency_p99_ms"] == {"ratio": 2.0}  # a new timing metric is not left to the catch-all
+    assert list(merged)[-1] == "*" and merged["*"] == {"rel": 0.05}

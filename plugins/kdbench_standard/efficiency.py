@@ -63,7 +63,7 @@ class Latency(Metric):
         timing = measurement.time_runs(ev.forward, _timed_inputs(ev, self.options.utterances),
                                        warmup=self.options.warmup, runs=self.options.runs,
                                        min_seconds=self.options.min_seconds)
-        summary = measurement.summarize(timing)
+        summary = measurement.summarize(timing, planned=self.options.runs)
         results = [Measurement(name, value, "x" if name == "rtf" else "ms", False)
                    for name, value in summary.values.items()]
         results.append(Measurement("contention_cores", timing.other_cores, "cores", False))
