@@ -107,7 +107,8 @@ class Flops(Metric):
 
     class Options(Options):
         utterances: int = Field(8, ge=1, description="test utterances counted and timed")
-        runs: int = Field(24, ge=1, description="timed runs for the achieved rate")
+        runs: int = Field(24, ge=1, description="timed runs for the achieved rate, at least")
+        min_seconds: float = Field(1.0, ge=0, description="keep timing until this long has passed too")
 
     def __init__(self, options: "Flops.Options", **context):
         self.options = options
@@ -119,7 +120,9 @@ class Flops(Metric):
         results = []
         if audio > 0:
             results.append(Measurement("gflop_per_audio_s", sum(flops.values()) / audio / 1e9, "GFLOP", False))
-        timing = measurement.time_runs(ev.forward, inputs, warmup=2, runs=self.options.runs)
+        # a sub-millisecond model is done with 24 runs in 15 ms: too short a window to trust
+        timing = measurement.time_runs(ev.forward, inputs, warmup=2, runs=self.options.runs,
+                                       min_seconds=self.options.min_seconds)
         achieved = sum(flops[i] for i in timing.example_ids) / sum(timing.seconds) / 1e9
         peak = measurement.matmul_peak_gflops(ev.threads)
         results.append(Measurement("achieved_gflops", achieved, "GFLOP/s", True))
