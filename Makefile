@@ -6,6 +6,7 @@ VENV := .venv
 FSDD ?= $(abspath ../shared/data/fsdd)
 SUITE ?= suites/asr.yaml
 export OMP_WAIT_POLICY = PASSIVE
+export GOMP_SPINCOUNT ?= 2000
 export KDBENCH_FSDD_ROOT ?= $(FSDD)
 
 .PHONY: setup run test test-all clean

@@ -11,5 +11,10 @@ if "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
                   "set it in the environment, or import kdbench first (timings on a busy machine suffer)",
                   RuntimeWarning, stacklevel=2)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Fully passive waiting costs a futex wake-up per parallel region instead: on a quiet machine it
+# made a 0.2M-parameter model's 2-thread latency 2-3x slower. GNU OpenMP (PyPI torch's) lets a
+# spin count override the policy; ~2,000 spins (tens of microseconds) bridges back-to-back ops
+# and still yields the core almost at once to a busy neighbour (benchmarks/omp_wait.py).
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 __version__ = "0.1.0"

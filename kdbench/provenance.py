@@ -57,6 +57,7 @@ def provenance() -> dict[str, str]:
         "host.cores": str(os.cpu_count()),
         "host.torch_threads": str(torch.get_num_threads()),
         "host.omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "host.gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
         "python": platform.python_version(),
     })
     return info

@@ -20,7 +20,7 @@ BASELINE=${BASELINE:-nightly/baseline-$NAME.yaml}
 RESULTS=${RESULTS:-results}
 KDBENCH=${KDBENCH:-.venv/bin/kdbench}
 OUT="$RESULTS/nightly/$(date -u +%Y-%m-%d)"
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-2000}
 mkdir -p "$OUT"
 echo "nightly $NAME -> $OUT"
 

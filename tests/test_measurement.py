@@ -99,9 +99,14 @@ def test_late_import_warns_that_the_openmp_policy_cannot_apply():
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "True", out.stderr
-    first = subprocess.run([sys.executable, "-c", "import kdbench, os; print(os.environ['OMP_WAIT_POLICY'])"],
-                           capture_output=True, text=True, env=env)
-    assert first.stdout.strip() == "PASSIVE"
+    env.pop("GOMP_SPINCOUNT", None)
+    show = "import kdbench, os; print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    first = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, env=env)
+    assert first.stdout.split() == ["PASSIVE", "2000"]
+    # a user's own choice is kept
+    own = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "0"})
+    assert own.stdout.split() == ["ACTIVE", "0"]
 
 
 def test_time_runs_keeps_going_until_the_minimum_duration():
