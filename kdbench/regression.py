@@ -10,6 +10,10 @@ metric's ``higher_is_better``; a tolerance is one of
 - ``rel: x``    worse by more than the fraction x of the baseline value,
 - ``ratio: x``  worse by more than a factor x (latency on a shared, noisy machine: 2.0 means
   "fail only if more than twice as slow").
+
+Any of them may add ``floor: y``: a change of at most y units is never a regression, whatever
+the ratio says (a one-shot timing of a few milliseconds, such as a cold start, moves by more
+than 2x between identical runs).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[s
             tol[name] = {"ratio": 2.0}
         elif unit == "%":  # error rates: percentage points
             tol[name] = {"abs": 1.0}
+        if name.startswith("cold_start"):  # one-shot: ORT's 5 ms start read 15 ms on an unchanged rerun
+            tol[name] = {"ratio": 2.0, "floor": 25.0}
         elif name.startswith("peak_mem"):  # the allocator's reuse moves it by megabytes, up or down
             tol[name] = {"abs": 32.0}
     tol["*"] = {"rel": 0.02}
@@ -134,8 +140,12 @@ def load(path: Path) -> dict[str, Any]:
         if absent:
             raise BaselineError(f"{path}: rows[{i}]: missing {', '.join(absent)}")
     for pattern, tol in (data.get("tolerances") or {}).items():
-        if not isinstance(tol, dict) or len(tol) != 1 or next(iter(tol)) not in KINDS:
-            raise BaselineError(f"{path}: tolerances.{pattern}: expected exactly one of {', '.join(KINDS)}, got {tol!r}")
+        kinds = [k for k in tol if k in KINDS] if isinstance(tol, dict) else []
+        if len(kinds) != 1 or set(tol) - {*KINDS, "floor"}:
+            raise BaselineError(f"{path}: tolerances.{pattern}: expected exactly one of {', '.join(KINDS)} "
+                                f"(and optionally floor), got {tol!r}")
+        if not all(isinstance(v, (int, float)) and v >= 0 for v in tol.values()):
+            raise BaselineError(f"{path}: tolerances.{pattern}: amounts must be numbers >= 0, got {tol!r}")
     return data
 
 
@@ -170,11 +180,19 @@ def _nan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def tolerance_for(metric: str, tolerances: dict[str, dict[str, float]]) -> tuple[str, float]:
+def _matching(metric: str, tolerances: dict[str, dict[str, float]]) -> dict[str, float]:
     for pattern, tol in tolerances.items():
         if fnmatch.fnmatchcase(metric, pattern):
-            return next(iter(tol.items()))
-    return "abs", 0.0
+            return tol
+    return {"abs": 0.0}
+
+
+def tolerance_for(metric: str, tolerances: dict[str, dict[str, float]]) -> tuple[str, float]:
+    return next((k, float(v)) for k, v in _matching(metric, tolerances).items() if k in KINDS)
+
+
+def noise_floor_for(metric: str, tolerances: dict[str, dict[str, float]]) -> float:
+    return float(_matching(metric, tolerances).get("floor", 0.0))
 
 
 def allowed_worsening(kind: str, amount: float, base: float, higher_is_better: bool) -> float:
@@ -210,8 +228,9 @@ def compare(baseline: dict[str, Any], board) -> Comparison:
             kind, amount = tolerance_for(metric, tolerances)
             value = float(now[metric])
             worse_by = (base - value) if hib else (value - base)
-            allowed = allowed_worsening(kind, amount, base, hib)
-            shown = f"{kind} {amount:g}"
+            floor = noise_floor_for(metric, tolerances)
+            allowed = max(allowed_worsening(kind, amount, base, hib), floor)
+            shown = f"{kind} {amount:g}" + (f", floor {floor:g}" if floor else "")
             out.checked += 1
             if worse_by > allowed + 1e-12:
                 out.findings.append(Finding("regression", metric, label, base, value, shown, unit))

@@ -141,3 +141,26 @@ def test_updating_a_baseline_keeps_edited_tolerances_and_covers_new_metrics():
     assert merged["test/wer"] == {"abs": 0.5}  # the user's edit survives
     assert merged["latency_p99_ms"] == {"ratio": 2.0}  # a new timing metric is not left to the catch-all
     assert list(merged)[-1] == "*" and merged["*"] == {"rel": 0.05}
+
+
+def test_a_noise_floor_spares_small_one_shot_timings_but_not_real_slowdowns(store, tmp_path):
+    uri, client = store
+    exp_id = client.create_experiment("kdbench-coldstart")
+    meta = {"cold_start_ms": ("ms", False)}
+    log_evaluation(client, exp_id, suite="coldstart", metrics={"cold_start_ms": 5.0}, meta=meta)
+    baseline = tmp_path / "b.yaml"
+    assert cli("baseline", "update", "coldstart", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    assert yaml.safe_load(baseline.read_text())["tolerances"]["cold_start_ms"] == {"ratio": 2.0, "floor": 25.0}
+    # 5 -> 15 ms: three times slower, but inside the one-shot noise floor
+    log_evaluation(client, exp_id, suite="coldstart", metrics={"cold_start_ms": 15.0}, meta=meta)
+    assert cli("compare", "coldstart", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    log_evaluation(client, exp_id, suite="coldstart", metrics={"cold_start_ms": 40.0}, meta=meta)
+    result = cli("compare", "coldstart", "--baseline", baseline, "--tracking-uri", uri)
+    assert result.exit_code == 7 and "cold_start_ms" in result.output and "floor 25" in result.output
+
+
+def test_a_floor_needs_a_kind_beside_it(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump({"schema": 1, "rows": [], "metrics": {}, "tolerances": {"x": {"floor": 3.0}}}))
+    result = cli("compare", "--baseline", path, "--tracking-uri", f"sqlite:///{tmp_path}/x.db")
+    assert result.exit_code == 2 and "tolerances.x: expected exactly one of abs, rel, ratio" in result.output

@@ -77,7 +77,7 @@ class ColdStart(Metric):
     scope = "model"
 
     class Options(Options):
-        repeats: int = Field(3, ge=1, description="cold starts; the median is reported")
+        repeats: int = Field(5, ge=1, description="cold starts; the median is reported")
 
     def __init__(self, options: "ColdStart.Options", **context):
         self.options = options
