@@ -104,21 +104,23 @@ def test_scoring_in_two_processes_gives_the_same_numbers(speech):
         assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9)
 
 
-@pytest.mark.parametrize("model", ["convtasnet", "stft-mask-gru"])
+@pytest.mark.parametrize("model", ["convtasnet", "stft-mask-gru", "stft-mask-bigru"])
 def test_outputs_do_not_depend_on_batch_mates(model, speech):
     spec = ModelSpec(1, 1, {"sample_rate": SR})
     torch.manual_seed(0)
     net = (ConvTasNetEnhancer(ConvTasNetEnhancer.Options(enc_num_feats=16, msk_num_feats=8, msk_num_hidden_feats=16,
                                                          msk_num_layers=2, msk_num_stacks=1), spec)
-           if model == "convtasnet" else StftMaskGru(StftMaskGru.Options(hidden=8), spec)).eval()
+           if model == "convtasnet"
+           else StftMaskGru(StftMaskGru.Options(hidden=8, bidirectional=model.endswith("bigru")), spec)).eval()
     waves = [torch.from_numpy(s) for s in speech]
     lengths = torch.tensor([len(w) for w in waves])
+    assert len(set(lengths.tolist())) > 1  # some utterances are padded in the batch
     batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).unsqueeze(-1)
     with torch.no_grad():
         together = net(batch, lengths)
-        alone = net(waves[1].reshape(1, -1, 1), lengths[1:2])
-    n = int(lengths[1])
-    torch.testing.assert_close(together.output[1, :n], alone.output[0, :n], atol=1e-5, rtol=1e-5)
+        for i, n in enumerate(lengths.tolist()):
+            alone = net(waves[i].reshape(1, -1, 1), lengths[i:i + 1])
+            torch.testing.assert_close(together.output[i, :n], alone.output[0, :n], atol=1e-5, rtol=1e-5)
     assert together.output.shape == batch.shape
 
 

@@ -58,12 +58,14 @@ class ConvTasNetEnhancer(Model):
 
 
 class StftMaskGru(Model):
-    """A small real-time enhancer: STFT magnitude -> unidirectional GRU -> sigmoid mask on the
-    complex STFT -> inverse STFT. Window 32 ms, hop 8 ms at any sample rate."""
+    """STFT magnitude -> GRU -> sigmoid mask on the complex STFT -> inverse STFT. Window 32 ms,
+    hop 8 ms at any sample rate. Unidirectional it is a real-time enhancer (a student);
+    bidirectional it hears the whole utterance (a teacher that trains fast on CPU)."""
 
     class Options(Options):
         hidden: int = Field(64, ge=4)
         layers: int = Field(1, ge=1)
+        bidirectional: bool = Field(False, description="hear the whole utterance (not real time)")
         window_ms: float = Field(32.0, gt=0)
         hop_ms: float = Field(8.0, gt=0)
 
@@ -75,17 +77,25 @@ class StftMaskGru(Model):
         bins = self.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.inp = nn.Linear(bins, options.hidden)
-        self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True)
-        self.mask = nn.Linear(options.hidden, bins)
-        self.hidden_dims = {"encoder": options.hidden}
+        self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True,
+                          bidirectional=options.bidirectional)
+        out_dim = options.hidden * (2 if options.bidirectional else 1)
+        self.mask = nn.Linear(out_dim, bins)
+        self.hidden_dims = {"encoder": out_dim}
 
     def forward(self, features, lengths) -> ModelOutput:
         specs = [torch.stft(features[i, :n, 0], self.n_fft, self.hop, window=self.window, return_complex=True).T
                  for i, n in enumerate(lengths.tolist())]  # each (frames, bins), from its own samples only
         frames = torch.tensor([s.shape[0] for s in specs])
         spec = _pad_frames(specs)
-        # unidirectional: padding after an utterance never reaches its frames
-        hidden, _ = self.gru(torch.relu(self.inp(torch.log1p(spec.abs()))))
+        x = torch.relu(self.inp(torch.log1p(spec.abs())))
+        if self.gru.bidirectional and len(specs) > 1 and int(frames.min()) < spec.shape[1]:
+            # packed, so the backward direction starts at each utterance's own end, not in padding
+            packed = nn.utils.rnn.pack_padded_sequence(x, frames, batch_first=True, enforce_sorted=False)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True,
+                                                         total_length=spec.shape[1])
+        else:  # unidirectional: padding after an utterance never reaches its frames
+            hidden, _ = self.gru(x)
         masked = spec * torch.sigmoid(self.mask(hidden))
         outs = [torch.istft(masked[i, :f].T, self.n_fft, self.hop, window=self.window, length=n)
                 for i, (f, n) in enumerate(zip(frames.tolist(), lengths.tolist()))]
