@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import kdbench.plugins
 from kdbench.cli import main
 from kdbench.hookspecs import hookimpl
-from kdbench.interfaces import ModelOutput
+from kdbench.errors import TargetError
+from kdbench.interfaces import ModelOutput, ModelSpec
 from kdbench.plugins import build_registry, get_registry
 from kdbench.evaluation import Deployable
 from kdbench.testing import check_target, tiny_bench
@@ -129,3 +130,17 @@ def test_onnx_runtime_gives_the_eager_outputs_on_real_utterances(student):
 @pytest.mark.parametrize("name", ["cpu", "cpu-1thread", "cpu-int8", "onnxruntime", "onnxruntime-int8", "cuda"])
 def test_built_in_targets_pass_the_conformance_kit(name):
     check_target(name)
+
+
+def test_an_unexportable_model_gets_one_line_per_exporter_and_no_graph_dump(capfd):
+    from kdbench_enhance.models import StftMaskGru
+    from kdbench_standard.targets import _export, _SingleUtterance
+
+    model = StftMaskGru(StftMaskGru.Options(hidden=8), ModelSpec(1, 1, {"sample_rate": 8000})).eval()
+    with pytest.raises(TargetError) as caught:
+        _export(_SingleUtterance(model), 1)
+    message = str(caught.value)
+    assert message.startswith("cannot export the model to ONNX (torchscript: STFT does not currently support complex")
+    assert "\n" not in message and "dynamo: " in message and "\x1b[" not in message
+    out, err = capfd.readouterr()
+    assert "graph" not in out + err and "aten::" not in out + err  # the exporter's C++ dump stays out of the log

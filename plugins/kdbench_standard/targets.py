@@ -7,7 +7,10 @@ import contextlib
 import copy
 import importlib.util
 import io
+import logging
 import os
+import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -138,6 +141,33 @@ class OrtDeployed(nn.Module):
         return ModelOutput(nn.utils.rnn.pad_sequence(outs, batch_first=True), out_lengths, {})
 
 
+@contextlib.contextmanager
+def _exporter_quiet():
+    """No logging and nothing on file descriptors 1 and 2 for the duration: a failing exporter
+    prints its whole graph from C++, where Python's redirects do not reach."""
+    logging.disable(logging.CRITICAL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in saved:
+        os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        for fd, copy_ in saved.items():
+            os.dup2(copy_, fd)
+            os.close(copy_)
+        os.close(devnull)
+        logging.disable(logging.NOTSET)
+
+
+def _first_line(exc: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return re.split(r"\s+\[Caused by|\s+This is step", line)[0]
+
+
 def _export(module: nn.Module, feature_dim: int) -> bytes:
     """ONNX bytes of ``module`` with a dynamic time axis. The TorchScript exporter first (fast;
     handles recurrent layers, which torch.export unrolls to a fixed length), then torch.export
@@ -150,7 +180,9 @@ def _export(module: nn.Module, feature_dim: int) -> bytes:
     errors = []
     for exporter in ("torchscript", "dynamo"):
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # a failing exporter dumps its whole graph through logging and stderr: the row's
+            # one-line reason below is what the user needs
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _exporter_quiet():
                 warnings.simplefilter("ignore")
                 if exporter == "dynamo":
                     program = torch.onnx.export(module, (sample,), dynamo=True, input_names=["features"],
@@ -176,7 +208,7 @@ def _export(module: nn.Module, feature_dim: int) -> bytes:
                 raise ValueError(f"outputs differ from eager PyTorch by up to {diff:.3g}")
             return data
         except Exception as exc:  # try the other exporter; report both if neither works
-            errors.append(f"{exporter}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            errors.append(f"{exporter}: {_first_line(exc)}")
     raise TargetError("cannot export the model to ONNX (" + "; ".join(errors) + ")")
 
 
