@@ -23,10 +23,9 @@ import torch.utils.benchmark as tb
 from kdbench import measurement
 from kdbench.evaluation import Deployable
 from kdbench.interfaces import ModelSpec
-from kdbench_asr.data.fsdd import FsddConnectedDigits
-from kdbench_asr.frontend import LogMel
 from kdbench_asr.models import ConformerCtc, GruCtc
-from kdbench_asr.task import CtcAsr
+
+from asr_input import fsdd_asr_input
 
 MODELS = {
     "bigru-147k": lambda spec: GruCtc(GruCtc.Options(hidden=64, layers=2, bidirectional=True), spec),
@@ -43,16 +42,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    corpus = FsddConnectedDigits(FsddConnectedDigits.Options(root=args.fsdd, train_utterances=8, test_utterances=8),
-                                 cache_dir=os.path.expanduser("~/.cache/kdbench")).load()
-    task = CtcAsr(CtcAsr.Options())
-    task.setup(corpus)
-    frontend = LogMel(LogMel.Options(n_mels=40), corpus_info=corpus.info)
-    example = next(iter(corpus.tests.values()))[0]
-    batch = task.collate([example])
-    inputs = (batch.inputs, batch.input_lengths)
+    example, task, frontend, inputs = fsdd_asr_input(args.fsdd)
     print(f"input: {example.id}, {example.meta.get('duration', 0):.2f} s of audio; torch {torch.__version__}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}")
     print("| model | threads | round | kdbench p50 (ms) | torch.utils.benchmark median (ms) | ratio | other cores busy |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     spreads = []

@@ -29,20 +29,12 @@ def child(fsdd: str, seconds: float) -> dict:
     from kdbench import measurement
     from kdbench.evaluation import Deployable
     from kdbench.interfaces import ModelSpec
-    from kdbench_asr.data.fsdd import FsddConnectedDigits
-    from kdbench_asr.frontend import LogMel
     from kdbench_asr.models import ConformerCtc, GruCtc
-    from kdbench_asr.task import CtcAsr
+
+    from asr_input import fsdd_asr_input
 
     torch.set_num_threads(2)
-    corpus = FsddConnectedDigits(FsddConnectedDigits.Options(root=fsdd, train_utterances=8, test_utterances=8),
-                                 cache_dir=os.path.expanduser("~/.cache/kdbench")).load()
-    task = CtcAsr(CtcAsr.Options())
-    task.setup(corpus)
-    frontend = LogMel(LogMel.Options(n_mels=40), corpus_info=corpus.info)
-    example = next(iter(corpus.tests.values()))[0]
-    batch = task.collate([example])
-    inputs = (batch.inputs, batch.input_lengths)
+    example, task, frontend, inputs = fsdd_asr_input(fsdd)
     spec = ModelSpec(40, task.output_dim())
     models = {
         "conformer-2M": lambda: ConformerCtc(ConformerCtc.Options(d_model=144, layers=4, heads=4, ffn_dim=576), spec),
