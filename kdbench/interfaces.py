@@ -82,6 +82,9 @@ class Frontend(nn.Module):
     """Fixed transform from padded raw inputs to model features: ``(x, lengths) -> (feats, lengths)``."""
 
     output_dim: int = 0
+    #: two feature-sequence lengths to export a model at and then check the exported graph on
+    #: (a length it was not exported with); long enough for any window the model applies
+    export_lengths: tuple[int, int] = (200, 137)
 
 
 class Augmentation(ABC):

@@ -201,6 +201,39 @@ def test_tiny_enhancement_suite_end_to_end_through_mlflow(tmp_path, fsdd_root, s
     assert (tmp_path / "r" / "tiny-enh" / "mlflow-leaderboard" / "leaderboard.html").exists()
 
 
+def test_stft_enhancer_runs_on_onnxruntime_and_scores_as_in_pytorch(tmp_path, fsdd_root, shared_cache):
+    suite = enhancement_suite(fsdd_root, teachers=[], references=[], losses=["si-sdr"], targets=["cpu", "onnxruntime"],
+                              metrics=["si-sdr", "pesq", "size"])
+    path = write_suite(tmp_path / "enh.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "r" / "tiny-enh" / "rows.csv").set_index("target")
+    assert (rows["status"] == "ok").all()
+    for column in ("test-unseen/si_sdr", "test-seen/pesq_nb"):
+        assert rows.loc["onnxruntime", column] == pytest.approx(rows.loc["cpu", column], abs=0.01), column
+    assert rows.loc["onnxruntime", "size_mb"] != rows.loc["cpu", "size_mb"]  # the .onnx file is what is sized
+
+
+@pytest.mark.parametrize("n_fft,hop", [(256, 64), (512, 128)])
+@pytest.mark.parametrize("samples", [300, 4001, 8000])
+def test_convolutional_stft_is_torch_stft_and_istft(n_fft, hop, samples):
+    from kdbench_enhance.stft import ConvStft
+
+    torch.manual_seed(0)
+    wave = torch.randn(samples)
+    window = torch.hann_window(n_fft)
+    reference = torch.stft(wave, n_fft, hop, window=window, return_complex=True).T
+    stft = ConvStft(n_fft, hop)
+    real, imag = stft(wave)
+    torch.testing.assert_close(real, reference.real, atol=1e-4, rtol=0)
+    torch.testing.assert_close(imag, reference.imag, atol=1e-4, rtol=0)
+    # a masked spectrum, so the inverse is checked on more than perfect reconstruction
+    mask = torch.rand(reference.shape)
+    expected = torch.istft((reference * mask).T, n_fft, hop, window=window, length=samples)
+    torch.testing.assert_close(stft.inverse(real * mask, imag * mask, samples), expected, atol=1e-5, rtol=0)
+
+
 def test_bad_clean_source_option_names_its_key_path(tmp_path, fsdd_root):
     suite = enhancement_suite(fsdd_root)
     suite["dataset"]["options"]["clean"]["options"]["max_digits"] = "four"

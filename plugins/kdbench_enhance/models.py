@@ -16,8 +16,12 @@ from torch import nn
 from kdbench.interfaces import Model, ModelOutput, ModelSpec
 from kdbench.options import Options
 
+from kdbench_enhance.stft import ConvStft
+
 
 def _pad_frames(seqs: list[torch.Tensor]) -> torch.Tensor:
+    if len(seqs) == 1:  # no padding to do, and ONNX has no pad_sequence
+        return seqs[0].unsqueeze(0)
     return nn.utils.rnn.pad_sequence(seqs, batch_first=True)
 
 
@@ -72,10 +76,9 @@ class StftMaskGru(Model):
     def __init__(self, options: "StftMaskGru.Options", model_spec: ModelSpec, **context):
         super().__init__()
         sr = int(model_spec.extras.get("sample_rate", 16000))
-        self.n_fft = 1 << (int(sr * options.window_ms / 1000) - 1).bit_length()
-        self.hop = max(1, int(sr * options.hop_ms / 1000))
-        bins = self.n_fft // 2 + 1
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        n_fft = 1 << (int(sr * options.window_ms / 1000) - 1).bit_length()
+        self.stft = ConvStft(n_fft, max(1, int(sr * options.hop_ms / 1000)))  # exportable to ONNX
+        bins = n_fft // 2 + 1
         self.inp = nn.Linear(bins, options.hidden)
         self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True,
                           bidirectional=options.bidirectional)
@@ -84,21 +87,31 @@ class StftMaskGru(Model):
         self.hidden_dims = {"encoder": out_dim}
 
     def forward(self, features, lengths) -> ModelOutput:
-        specs = [torch.stft(features[i, :n, 0], self.n_fft, self.hop, window=self.window, return_complex=True).T
-                 for i, n in enumerate(lengths.tolist())]  # each (frames, bins), from its own samples only
-        frames = torch.tensor([s.shape[0] for s in specs])
-        spec = _pad_frames(specs)
-        x = torch.relu(self.inp(torch.log1p(spec.abs())))
-        if self.gru.bidirectional and len(specs) > 1 and int(frames.min()) < spec.shape[1]:
+        if features.shape[0] == 1:
+            # one utterance fills its batch: its length is the tensor's, so an exported graph
+            # keeps a dynamic length instead of the one read back from ``lengths`` while tracing
+            waves, sizes = [features[0, :, 0]], [features.shape[1]]
+        else:
+            sizes = lengths.tolist()
+            waves = [features[i, :n, 0] for i, n in enumerate(sizes)]
+        specs = [self.stft(w) for w in waves]  # each utterance from its own samples only
+        frames = torch.tensor([re.shape[0] for re, _ in specs])
+        real, imag = _pad_frames([re for re, _ in specs]), _pad_frames([im for _, im in specs])
+        magnitude = torch.sqrt(real ** 2 + imag ** 2 + 1e-10)  # + eps: a finite gradient on padding
+        x = torch.relu(self.inp(torch.log1p(magnitude)))
+        if self.gru.bidirectional and len(specs) > 1 and int(frames.min()) < real.shape[1]:
             # packed, so the backward direction starts at each utterance's own end, not in padding
             packed = nn.utils.rnn.pack_padded_sequence(x, frames, batch_first=True, enforce_sorted=False)
             hidden, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True,
-                                                         total_length=spec.shape[1])
+                                                         total_length=real.shape[1])
         else:  # unidirectional: padding after an utterance never reaches its frames
             hidden, _ = self.gru(x)
-        masked = spec * torch.sigmoid(self.mask(hidden))
-        outs = [torch.istft(masked[i, :f].T, self.n_fft, self.hop, window=self.window, length=n)
-                for i, (f, n) in enumerate(zip(frames.tolist(), lengths.tolist()))]
+        mask = torch.sigmoid(self.mask(hidden))
+        if len(specs) == 1:
+            outs = [self.stft.inverse(real[0] * mask[0], imag[0] * mask[0], sizes[0])]
+        else:
+            outs = [self.stft.inverse(real[i, :f] * mask[i, :f], imag[i, :f] * mask[i, :f], n)
+                    for i, (f, n) in enumerate(zip(frames.tolist(), sizes))]
         return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": hidden})
 
 

@@ -63,6 +63,7 @@ class Waveform(Frontend):
     """The raw waveform as a one-channel feature sequence."""
 
     output_dim = 1
+    export_lengths = (8000, 5477)  # samples: STFT models need more than a window's worth
 
     class Options(Options):
         pass

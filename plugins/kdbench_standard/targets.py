@@ -168,13 +168,13 @@ def _first_line(exc: Exception) -> str:
     return re.split(r"\s+\[Caused by|\s+This is step", line)[0]
 
 
-def _export(module: nn.Module, feature_dim: int) -> bytes:
+def _export(module: nn.Module, feature_dim: int, lengths: tuple[int, int] = (200, 137)) -> bytes:
     """ONNX bytes of ``module`` with a dynamic time axis. The TorchScript exporter first (fast;
     handles recurrent layers, which torch.export unrolls to a fixed length), then torch.export
     (handles the conformer's attention, whose reshapes the TorchScript exporter freezes);
     each result must match the eager module on a length it was not exported with."""
-    sample = torch.randn(1, 200, feature_dim)
-    probe = torch.randn(1, 137, feature_dim)
+    sample = torch.randn(1, lengths[0], feature_dim)
+    probe = torch.randn(1, lengths[1], feature_dim)
     with torch.inference_mode():
         expected = module(probe)
     errors = []
@@ -243,7 +243,7 @@ class OnnxRuntimeTarget(Target):
 
     def prepare(self, model):
         torch.set_num_threads(self.threads)
-        data = _export(_SingleUtterance(model.model).eval(), model.frontend.output_dim)
+        data = _export(_SingleUtterance(model.model).eval(), model.frontend.output_dim, model.frontend.export_lengths)
         if self.quantize:
             data = _quantize_onnx(data)
         return OrtDeployed(model.frontend, data, self.threads)
