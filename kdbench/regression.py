@@ -34,6 +34,9 @@ SCHEMA = 1
 IDENTITY = ("role", "model", "teacher", "loss", "target")
 KINDS = ("abs", "rel", "ratio")
 TIMING_UNITS = ("ms", "x", "GFLOP/s")
+# shown but not gated: achieved GFLOP/s over the machine's ceiling, so achieved_gflops is the
+# gated value and gating both would report one slowdown twice
+DERIVED = ("pct_of_peak",)
 
 
 def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[str, float]]:
@@ -41,12 +44,14 @@ def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[s
     (fnmatch); the first match wins, so specific patterns come first."""
     tol: dict[str, dict[str, float]] = {}
     for name, (unit, _) in columns.items():
-        if unit in TIMING_UNITS or name.endswith("pct_of_peak"):  # a busy CI box is easily 1.5x slower
-            tol[name] = {"ratio": 2.0}
+        if unit in TIMING_UNITS:
+            # on a quiet 2-core VM (other processes < 0.04 cores) unchanged reruns moved timings
+            # by up to 2.3x: the VM's own speed drifts, so a 2x gate failed nightly on noise
+            tol[name] = {"ratio": 3.0}
         elif unit == "%":  # error rates: percentage points
             tol[name] = {"abs": 1.0}
         if name.startswith("cold_start"):  # one-shot: ORT's 5 ms start read 15 ms on an unchanged rerun
-            tol[name] = {"ratio": 2.0, "floor": 25.0}
+            tol[name] = {"ratio": 3.0, "floor": 25.0}
         elif name.startswith("peak_mem"):  # the allocator's reuse moves it by megabytes, up or down
             tol[name] = {"abs": 32.0}
     tol["*"] = {"rel": 0.02}
@@ -157,7 +162,7 @@ def make(board, *, previous: dict[str, Any] | None = None, suite: str | None = N
     rows = []
     for rec in frame.to_dict("records"):
         values = {m: float(rec[m]) for m, (unit, _) in board.columns.items()
-                  if m in rec and not _nan(rec[m]) and unit not in CONDITION_UNITS}
+                  if m in rec and not _nan(rec[m]) and unit not in CONDITION_UNITS and m not in DERIVED}
         rows.append({**{k: rec[k] for k in IDENTITY}, "n": int(rec["n"]), "values": values,
                      "provenance": {"git_commit": rec.get("git_commit", ""), "config_hash": rec.get("kdbench.config_hash", ""),
                                     "host.cpu": rec.get("host.cpu", "")}})
