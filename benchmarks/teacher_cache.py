@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import kdbench  # noqa: F401  first: it sets OpenMP's wait policy, which torch reads once when it loads
 import torch
 import yaml
 

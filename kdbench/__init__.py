@@ -6,9 +6,9 @@ import warnings
 
 # OpenMP's default spin-wait makes 2-thread torch 10-20x slower when any other process is busy
 # (field notes, pitfall 8). It must be set before torch is first imported: OpenMP reads it once.
-if "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
-    warnings.warn("torch was imported before kdbench, so OMP_WAIT_POLICY=PASSIVE cannot take effect; "
-                  "set it in the environment, or import kdbench first (timings on a busy machine suffer)",
+if "torch" in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} <= set(os.environ):
+    warnings.warn("torch was imported before kdbench, so OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=2000 cannot "
+                  "take effect; set them in the environment, or import kdbench first (timings suffer)",
                   RuntimeWarning, stacklevel=2)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Fully passive waiting costs a futex wake-up per parallel region instead: on a quiet machine it
