@@ -250,14 +250,10 @@ def matmul_peak_gflops(threads: int | None = None, n: int = 1024, seconds: float
                 best = max(best, 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9)
         finally:
             torch.set_num_threads(previous)
-        _PEAK[threads] = _best_seen(record, f"{_host_cpu()} | {threads} threads | torch {torch.__version__} | n {n}", best)
+        from kdbench.provenance import host_cpu
+
+        _PEAK[threads] = _best_seen(record, f"{host_cpu()} | {threads} threads | torch {torch.__version__} | n {n}", best)
     return _PEAK[threads]
-
-
-def _host_cpu() -> str:
-    from kdbench.provenance import host_cpu
-
-    return host_cpu()
 
 
 def _best_seen(record: Path | None, key: str, value: float) -> float:

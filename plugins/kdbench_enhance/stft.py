@@ -24,14 +24,10 @@ class ConvStft(nn.Module):
         angle = 2 * math.pi * torch.outer(torch.arange(bins, dtype=torch.float64), torch.arange(n_fft, dtype=torch.float64)) / n_fft
         analysis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # X_k = sum_t w[t] x[t] e^{-i 2pi k t / N}
         # the one-sided inverse counts every bin but DC and Nyquist twice; irfft ignores their imaginary parts
+        edges = [0, bins - 1] if n_fft % 2 == 0 else [0]  # DC, and Nyquist when there is one
         weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-        weight[0] = 1.0
-        if n_fft % 2 == 0:
-            weight[-1] = 1.0
         imag_weight = weight.clone()
-        imag_weight[0] = 0.0
-        if n_fft % 2 == 0:
-            imag_weight[-1] = 0.0
+        weight[edges], imag_weight[edges] = 1.0, 0.0
         synthesis = torch.cat([weight * torch.cos(angle), -imag_weight * torch.sin(angle)]) * window / n_fft
         self.register_buffer("analysis", analysis.float().unsqueeze(1), persistent=False)    # (2 * bins, 1, n_fft)
         self.register_buffer("synthesis", synthesis.float().unsqueeze(1), persistent=False)  # (2 * bins, 1, n_fft)

@@ -180,8 +180,8 @@ def _export(module: nn.Module, feature_dim: int, lengths: tuple[int, int] = (200
     errors = []
     for exporter in ("torchscript", "dynamo"):
         try:
-            # a failing exporter dumps its whole graph through logging and stderr: the row's
-            # one-line reason below is what the user needs
+            # a failing exporter dumps its whole graph: the row's one-line reason below is what
+            # the user needs
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _exporter_quiet():
                 warnings.simplefilter("ignore")
                 if exporter == "dynamo":
