@@ -5,7 +5,7 @@ loss (CTC mixed with T^2-scaled frame KL, alpha 0.5, T 2), same optimiser. The h
 what a researcher would write; kdbench's step adds its pipeline, cache lookup, scheduler and
 bookkeeping. Both are timed in one process, interleaved, so machine noise hits both alike.
 
-    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/distill_step.py
+    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/distill_step.py
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from kdbench_asr.frontend import LogMel
 from kdbench_asr.losses import CtcKd
 from kdbench_asr.models import ConformerCtc, GruCtc
 from kdbench_asr.task import CtcAsr
+from fsdd_default import FSDD_FIXTURE
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

@@ -8,7 +8,7 @@ stretch of machine time: this VM's speed drifts over seconds even when nothing e
 Reports, per round, both medians and their ratio, and the spread (max/min) of kdbench's p50
 over --repeats rounds.
 
-    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/latency_method.py
+    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/latency_method.py
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from kdbench.interfaces import ModelSpec
 from kdbench_asr.models import ConformerCtc, GruCtc
 
 from asr_input import fsdd_asr_input
+from fsdd_default import FSDD_FIXTURE
 
 MODELS = {
     "bigru-147k": lambda spec: GruCtc(GruCtc.Options(hidden=64, layers=2, bidirectional=True), spec),
@@ -36,7 +37,7 @@ MODELS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--block", type=float, default=0.5, help="seconds per block")
     parser.add_argument("--blocks", type=int, default=6, help="blocks of each method per round")

@@ -8,7 +8,7 @@ reads the variable once, when torch loads): the p50 latency of an FSDD utterance
 front end and three ASR models (random weights: latency does not depend on them) at 2 threads,
 and the time of a training step of the teacher-sized Conformer (batch 16, 2 threads).
 
-    KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/omp_wait.py
+    KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/omp_wait.py
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from fsdd_default import FSDD_FIXTURE
 
 SETTINGS = {"passive (0 spins)": "0", "kdbench (2,000 spins)": "2000", "OpenMP default (300,000 spins)": "300000"}
 
@@ -78,7 +79,7 @@ def child(fsdd: str, seconds: float) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per model")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -5,7 +5,7 @@ ORT's own 2-thread pool (which spins while it waits), the two compete for 2 core
 conformer-215k-sized model (random weights) exported as the target exports it, on one FSDD
 utterance, front end + ORT, for each setting in turn over --rounds rounds.
 
-    KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/ort_frontend_threads.py
+    KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/ort_frontend_threads.py
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from kdbench_asr.models import ConformerCtc
 from kdbench_standard.targets import _export, _SingleUtterance
 
 from asr_input import fsdd_asr_input
+from fsdd_default import FSDD_FIXTURE
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 

@@ -5,7 +5,7 @@ against their clean speech exactly as the metrics do (kdbench_enhance.metrics.sc
 Interleaved rounds in one run so machine noise hits both alike, after one cold parallel round
 (starting the workers and their imports, which a suite pays once) reported apart.
 
-    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/quality_metrics_parallel.py
+    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/quality_metrics_parallel.py
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import numpy as np
 
 from kdbench.plugins import get_registry
 from kdbench_enhance.metrics import score_all
+from fsdd_default import FSDD_FIXTURE
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     parser.add_argument("--utterances", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)

@@ -6,7 +6,7 @@ Runs the same small real-speech suite (FSDD) three times on a fresh cache:
   3. online mode with --force       (the teacher runs on every training batch: no cache)
 The teacher itself is trained once and shared by all three (its key ignores the mode).
 
-    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/teacher_cache.py
+    OMP_WAIT_POLICY=PASSIVE KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/teacher_cache.py
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kdbench.cache import Cache
 from kdbench.plugins import get_registry
 from kdbench.runner import Runner
 from kdbench.suite import load_suite
+from fsdd_default import FSDD_FIXTURE
 
 
 def suite(mode: str, fsdd: str) -> dict:
@@ -59,7 +60,7 @@ def run(path: Path, cache: Path, results: Path, force: bool):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", "../shared/data/fsdd"))
+    parser.add_argument("--fsdd", default=os.environ.get("KDBENCH_FSDD_ROOT", FSDD_FIXTURE))
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="kdbench-bench-"))

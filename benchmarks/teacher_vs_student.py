@@ -8,7 +8,7 @@ and timed in short interleaved blocks over the same test utterances, with kdbenc
 end + model, collation outside). Reports per round the p50 of each model and each student's
 speed-up over the first teacher.
 
-    KDBENCH_FSDD_ROOT=../shared/data/fsdd python benchmarks/teacher_vs_student.py suites/asr-fsdd.yaml
+    KDBENCH_FSDD_ROOT=/path/to/fsdd python benchmarks/teacher_vs_student.py suites/asr-fsdd.yaml
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 small files written here (manifests, a fake LibriSpeech tree)."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,6 @@ def assert_waveforms(examples, sr):
 
 
 # --- FSDD -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def fsdd_root():
-    root = os.environ.get("KDBENCH_FSDD_ROOT")
-    if not root:
-        pytest.skip("set KDBENCH_FSDD_ROOT to an FSDD checkout (e.g. /work/shared/data/fsdd) to run FSDD tests")
-    return Path(root)
-
 
 SMALL = dict(train_utterances=40, test_utterances=12, held_out_speakers=["theo"])
 
@@ -130,23 +121,37 @@ def test_fsdd_missing_root(tmp_path, monkeypatch):
         fsdd(tmp_path).load()
 
 
-def test_fsdd_download_path(tmp_path, monkeypatch):
-    """The GitHub zip is faked; unpacking, caching and building run for real."""
+def test_fsdd_download_path(fsdd_root, tmp_path, monkeypatch):
+    """The real download code (urllib, unzip, atomic rename, cache) against a GitHub-style
+    archive of the committed recordings, served on 127.0.0.1."""
+    import functools
+    import http.server
+    import threading
     import zipfile
 
-    archive = tmp_path / "master.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
+    served = tmp_path / "served"
+    served.mkdir()
+    chosen = sorted((fsdd_root / "recordings").glob("*_jackson_*.wav"))
+    with zipfile.ZipFile(served / "master.zip", "w") as zf:
         zf.writestr("free-spoken-digit-dataset-master/README.md", "FSDD")
-        for d in range(3):
-            for take in range(7):
-                write_audio(tmp_path / "w.wav", tone(0.2, 8000, 300 + 100 * d), 8000)
-                zf.write(tmp_path / "w.wav", f"free-spoken-digit-dataset-master/recordings/{d}_alice_{take}.wav")
-    monkeypatch.setattr(fsdd_module.urllib.request, "urlretrieve", lambda url, dest: Path(dest).write_bytes(archive.read_bytes()))
-    monkeypatch.delenv("KDBENCH_FSDD_ROOT", raising=False)
-    c = fsdd(tmp_path / "cache", download=True, held_out_speakers=[], train_utterances=4, test_utterances=2).load()
-    assert len(c.train) == 4 and c.info["speakers"]["test"] == ["alice"]
-    assert len(list((tmp_path / "cache" / "downloads" / "free-spoken-digit-dataset" / "recordings").iterdir())) == 21
-    assert all(w in ("zero", "one", "two") for ex in c.train for w in ex.target.split())
+        for wav in chosen:
+            zf.write(wav, f"free-spoken-digit-dataset-master/recordings/{wav.name}")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(fsdd_module, "ZIP_URL", f"http://127.0.0.1:{server.server_port}/master.zip")
+        monkeypatch.delenv("KDBENCH_FSDD_ROOT", raising=False)
+        c = fsdd(tmp_path / "cache", download=True, held_out_speakers=[], train_utterances=4, test_utterances=2).load()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(c.train) == 4 and c.info["speakers"]["test"] == ["jackson"]
+    downloaded = sorted((tmp_path / "cache" / "downloads" / "free-spoken-digit-dataset" / "recordings").iterdir())
+    assert [p.name for p in downloaded] == [p.name for p in chosen]
+    assert all(p.read_bytes() == (fsdd_root / "recordings" / p.name).read_bytes() for p in downloaded)
 
 
 def test_fsdd_unknown_speaker(fsdd_root, tmp_path):

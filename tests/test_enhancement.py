@@ -29,7 +29,7 @@ SR = 8000
 @pytest.fixture(scope="module")
 def speech(fsdd_root):
     """Three real utterances at 8 kHz."""
-    files = ["3_jackson_7.wav", "5_nicolas_12.wav", "8_yweweler_30.wav"]
+    files = ["3_jackson_7.wav", "5_nicolas_6.wav", "8_yweweler_5.wav"]
     return [sf.read(fsdd_root / "recordings" / f, dtype="float32")[0] for f in files]
 
 
