@@ -69,12 +69,24 @@ class Registry:
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[LoadedPlugin] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: plugins that failed to import or to register:
+    #: "plugin 'asr' (kdbench 0.1.0)" -> ("failed to load", "ImportError: ...")
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> Component:
         try:
             return self.components[kind][name]
         except KeyError:
-            raise UnknownComponentError(unknown_name_message(SINGULAR[kind], name, self.names(kind))) from None
+            message = unknown_name_message(SINGULAR[kind], name, self.names(kind))
+            # A plugin that failed to import registered nothing, so which names it would have
+            # provided is unknown; an unknown name is most often one of its, so say why it failed
+            # instead of leaving "unknown task" as the only clue (a broken install looks like a typo).
+            by_error: dict[str, list[str]] = {}  # one install problem breaks several plugins alike
+            for origin, (stage, error) in self.failed.items():
+                by_error.setdefault(error, []).append(f"{origin}, which {stage}")
+            for error, origins in by_error.items():
+                message += f"; it may come from {' or '.join(origins)}: {error}"
+            raise UnknownComponentError(message) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -138,7 +150,10 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not take the others down
-            registry.problems.append(f"{origin} failed to load: {type(exc).__name__}: {_one_line(exc)}")
+            error = f"{type(exc).__name__}: {_one_line(exc)}"
+            registry.problems.append(f"{origin} failed to load: {error}")
+            registry.failed[f"plugin {ep.name!r}" + (f" ({dist.name} {dist.version})" if dist else "")] = \
+                ("failed to load", error)
             continue
         unknown = _unknown_hooks(pm, plugin)
         if unknown:  # a typo in one plugin's hook name must not stop the other plugins
@@ -179,7 +194,9 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             except PluginError:
                 raise
             except Exception as exc:
-                registry.problems.append(f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {_one_line(exc)}"
+                registry.problems.append(f"plugin {plugin_name!r} failed in {hook_name}: {error}")
+                registry.failed.setdefault(f"plugin {plugin_name!r}", (f"failed in {hook_name}", error))
     return registry
 
 

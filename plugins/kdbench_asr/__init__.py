@@ -2,6 +2,9 @@
 exactly as a third-party plugin would be."""
 
 from kdbench.hookspecs import hookimpl
+from kdbench.torch_pair import import_torchaudio
+
+import_torchaudio()  # before the modules that use it: a torch/torchaudio mismatch names both versions
 
 from kdbench_asr import augment, losses, metrics, models
 from kdbench_asr.frontend import LogMel

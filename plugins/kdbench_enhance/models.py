@@ -9,12 +9,14 @@ makes cached teacher outputs equal what the teacher says inside any batch.
 from __future__ import annotations
 
 import torch
-import torchaudio
 from pydantic import Field
 from torch import nn
 
 from kdbench.interfaces import Model, ModelOutput, ModelSpec
 from kdbench.options import Options
+from kdbench.torch_pair import import_torchaudio
+
+torchaudio = import_torchaudio()  # a torch/torchaudio mismatch names both versions
 
 from kdbench_enhance.stft import ConvStft
 
