@@ -132,3 +132,29 @@ def test_reported_percentiles_follow_the_runs_asked_for_not_the_time_budget():
     assert "latency_p99_ms" in measurement.summarize(timing).values
     asked_64 = measurement.summarize(timing, planned=64)
     assert "latency_p90_ms" in asked_64.values and "latency_p99_ms" not in asked_64.values
+
+
+def test_flops_are_counted_once_per_model_whatever_the_number_of_targets(monkeypatch):
+    """Each target wraps the same eager model afresh; the FLOPs metric counts it on the first
+    and reuses the count (FlopCounterMode is slow), but a different model is counted anew."""
+    from kdbench.interfaces import Evaluation, Example
+    from kdbench.plugins import get_registry
+
+    calls = []
+    real = measurement.count_flops
+    monkeypatch.setattr(measurement, "count_flops", lambda module, *args: calls.append(module) or real(module, *args))
+    frontend, first, second = torch.nn.Identity(), torch.nn.Linear(30, 20), torch.nn.Linear(30, 10)
+    examples = [Example(f"u{i}", torch.randn(5 + i, 30), "", {"duration": 1.0}) for i in range(2)]
+    metric = get_registry().get("metrics", "flops").build({"utterances": 2, "runs": 1, "min_seconds": 0})
+
+    def evaluate_on_a_target(model):
+        eager = torch.nn.Sequential(frontend, model)  # a new wrapper per target, as the runner does
+        ev = Evaluation(None, examples, [], [], None, eager, None, prepare_input=lambda e: (e.input,),
+                        forward=lambda x: eager(*x), threads=1)
+        return {m.name: m.value for m in metric.compute(ev)}
+
+    results = [evaluate_on_a_target(first) for _ in range(3)]
+    assert len(calls) == 2  # two utterances, counted on the first target only
+    assert {r["gflop_per_audio_s"] for r in results} == {2 * (5 + 6) * 30 * 20 / 2 / 1e9}
+    other = evaluate_on_a_target(second)
+    assert len(calls) == 4 and other["gflop_per_audio_s"] == pytest.approx(2 * (5 + 6) * 30 * 10 / 2 / 1e9)
