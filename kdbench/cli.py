@@ -125,7 +125,7 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     with its error and the rest go on; the exit code is then 5.
     """
     from kdbench.cache import Cache
-    from kdbench.leaderboard import display_frame, leaderboard_frame
+    from kdbench.leaderboard import leaderboard_frame, summary_text
     from kdbench.runner import Runner
     from kdbench.suite import load_suite
     from kdbench.errors import TrackingUnreachable
@@ -156,9 +156,10 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
         runner = Runner(rs, registry, cache=Cache(cache_dir), results_root=results_dir, tracker=tracker,
                         force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
         result = runner.run()
-    _print_frame(display_frame(leaderboard_frame(result), result.columns), f"leaderboard: {rs.name}")
-    for path in result.reports:
-        console.print(f"wrote {path}")
+    # A summary that fits a terminal; every column is in the files listed under it.
+    console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(leaderboard_frame(result), result.columns)}\n",
+                  highlight=False, soft_wrap=True, markup=False)
+    _print_report_paths(result.reports)
     stats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")
     if baseline is not None and tracker is not None and getattr(tracker, "client", None) is not None:
@@ -240,6 +241,23 @@ def targets():
 def _warn_problems(registry):
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+
+def _print_report_paths(paths: list[Path]) -> None:
+    """Where the full results are: the tables by folder, the HTML page on a line of its own."""
+    pages = [p for p in paths if Path(p).suffix == ".html"]
+    tables = [p for p in paths if Path(p).suffix in (".md", ".csv", ".json")]
+    by_dir: dict[Path, list[str]] = {}
+    for p in tables:
+        by_dir.setdefault(Path(p).parent, []).append(Path(p).name)
+    for folder, names in by_dir.items():
+        console.print(f"full tables: {folder}/ ({', '.join(names)})", highlight=False, soft_wrap=True)
+    for page in pages:
+        console.print(f"HTML page:   {page}", highlight=False, soft_wrap=True)
+    pictures = [p for p in paths if Path(p).suffix == ".png"]
+    if pictures:
+        console.print(f"plots:       {len(pictures)} Pareto fronts in {Path(pictures[0]).parent}/",
+                      highlight=False, soft_wrap=True)
 
 
 def _print_frame(frame, title):

@@ -93,3 +93,78 @@ def to_markdown(frame: pd.DataFrame) -> str:
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+SUMMARY_WIDTH = 100  # what a terminal shows without wrapping; the files hold every column
+_SUMMARY_NAME_WIDTH = 18
+
+
+def _p50_latency_column(columns: dict[str, tuple[str, bool]]) -> str | None:
+    from kdbench.mlflow_leaderboard import cost_axes
+
+    return next((name for name, label, _ in cost_axes(columns) if label.startswith("p50 latency")), None)
+
+
+def _count(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> pd.DataFrame:
+    """The few numbers a person reads at the end of a run, one row per ranked model and target:
+    the primary metric, the KD gain over the same student trained without a teacher (positive =
+    KD helped), size, median latency and the speed-up over the teacher on the same target."""
+    primary = primary_column(columns)
+    if frame.empty or primary is None or primary not in frame:
+        return pd.DataFrame()
+    unit, higher = columns[primary]
+    latency = _p50_latency_column(columns)
+    split, metric = primary.split("/", 1)
+    teacher = frame["teacher"].fillna("").astype(str)
+    baselines = {(m, t): v for m, t, v, r, tt in zip(frame["model"], frame["target"], frame[primary], frame["role"], teacher)
+                 if r == "student" and tt == ""}
+    teacher_rows = frame[frame["role"] == "teacher"]
+    teacher_latency = {(m, t): v for m, t, v in zip(teacher_rows["model"], teacher_rows["target"],
+                                                    teacher_rows[latency] if latency else [math.nan] * len(teacher_rows))}
+    only_teacher = teacher_rows["model"].iloc[0] if teacher_rows["model"].nunique() == 1 else None
+    sign = 1.0 if higher else -1.0
+    # grouped by target (in the suite's order), teachers first, then best first
+    order = {t: i for i, t in enumerate(dict.fromkeys(frame["target"]))}
+    frame = frame.assign(_t=frame["target"].map(order), _r=frame["role"] != "teacher", _k=teacher)
+    frame = frame.sort_values(["_t", "_r", primary], ascending=[True, True, not higher], kind="stable")
+    teacher = frame["_k"]
+    out = []
+    for rec, kd_teacher in zip(frame.to_dict("records"), teacher):
+        base = baselines.get((rec["model"], rec["target"])) if rec["role"] == "student" and kd_teacher else None
+        gain = sign * (rec[primary] - base) + 0.0 if base is not None else math.nan
+        # a student without a teacher is compared with the suite's teacher, when there is one
+        ref = kd_teacher or only_teacher
+        t_lat = teacher_latency.get((ref, rec["target"]), math.nan) if rec["role"] == "student" else math.nan
+        own = rec.get(latency, math.nan) if latency else math.nan
+        out.append({
+            "model": rec["model"], "loss": rec["loss"] if isinstance(rec["loss"], str) and rec["loss"] else "–",
+            "target": rec["target"],
+            f"{metric} {unit}".strip() + (" ↑" if higher else " ↓"): _fmt(rec[primary]),
+            "KD gain": "–" if math.isnan(gain) else f"{gain:+.2f}",
+            "params": _count(rec.get("params", math.nan)),
+            "p50 ms": _fmt(own),
+            "vs teacher": "–" if math.isnan(t_lat) or not own else f"{t_lat / own:.1f}x",
+        })
+    return pd.DataFrame(out)
+
+
+def summary_text(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> str:
+    """:func:`summary_frame` as aligned plain text no wider than ``SUMMARY_WIDTH`` (long names are
+    cut with "…"), the same in a terminal and in a CI log."""
+    summary = summary_frame(frame, columns)
+    if summary.empty:
+        return "no successful runs to summarise"
+    for col in ("model", "loss", "target"):
+        summary[col] = [v if len(v) <= _SUMMARY_NAME_WIDTH else v[:_SUMMARY_NAME_WIDTH - 1] + "…"
+                        for v in summary[col].astype(str)]
+    text = summary.to_string(index=False, justify="left")
+    return "\n".join(line.rstrip()[:SUMMARY_WIDTH] for line in text.splitlines())

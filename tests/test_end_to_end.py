@@ -86,10 +86,33 @@ def test_run_writes_leaderboard(first_run):
     assert "leaderboard: tiny" in result.output
 
 
+def test_run_ends_with_a_summary_that_fits_a_terminal_and_says_where_the_rest_is(first_run):
+    work, _, result = first_run
+    lines = result.output.splitlines()
+    start = lines.index("leaderboard: tiny")
+    end = next(i for i, line in enumerate(lines) if line.startswith("full tables:"))
+    summary = [line for line in lines[start + 1:end] if line.strip()]
+    assert all(len(line) <= 100 for line in summary), summary
+    header, *rows = summary
+    assert header.split()[:3] == ["model", "loss", "target"] and "KD gain" in header and "vs teacher" in header
+    assert len(rows) == 3  # teacher, KD student, baseline student on the one target
+    board = pd.read_csv(work / "results" / "tiny" / "leaderboard.csv")
+    kd, base = (board[board["loss"] == loss].iloc[0] for loss in ("ctc-kd", "ctc"))
+    teacher = board[board["role"] == "teacher"].iloc[0]
+    kd_row = next(r for r in rows if " ctc-kd " in r).split()
+    # WER: lower is better, so the gain is the baseline's WER minus the KD student's
+    assert float(kd_row[4]) == pytest.approx(base["test-unseen/wer"] - kd["test-unseen/wer"], abs=0.006)
+    assert kd_row[-1] == f"{teacher['latency_p50_ms'] / kd['latency_p50_ms']:.1f}x"
+    assert f"full tables: {work / 'results' / 'tiny'}/ (leaderboard.csv, leaderboard.md" in result.output
+    assert "HTML page:" in result.output and "leaderboard.html" in result.output
+
+
 def test_mlflow_has_parent_children_params_tags_and_artifacts(first_run):
     work, _, _ = first_run
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
     exp = client.get_experiment_by_name("kdbench-tiny")
+    # MLflow 3's UI opens a tagged experiment on its runs, not on the GenAI traces page
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([exp.experiment_id])
     by_role = {}
     for r in runs:
