@@ -127,6 +127,25 @@ def test_onnx_runtime_gives_the_eager_outputs_on_real_utterances(student):
         torch.testing.assert_close(out.output[i, :n], eager.output[i, :n], atol=1e-4, rtol=1e-4)
 
 
+def test_both_onnx_runtime_targets_share_one_export_until_the_model_changes(monkeypatch):
+    import kdbench_standard.targets as targets
+
+    exports = []
+    real = targets._export
+    monkeypatch.setattr(targets, "_export", lambda *args: exports.append(args) or real(*args))
+    bench = tiny_bench()
+    torch.manual_seed(0)
+    model = bench.registry.get("students", "gru-ctc").build({"hidden": 16}, model_spec=bench.model_spec).eval()
+    fp32, int8 = (bench.registry.get("targets", name).build() for name in ("onnxruntime", "onnxruntime-int8"))
+    first = fp32.prepare(Deployable(bench.frontend, model).eval())
+    quantized = int8.prepare(Deployable(bench.frontend, model).eval())
+    assert len(exports) == 1 and quantized.onnx_bytes != first.onnx_bytes  # the int8 one quantized the shared graph
+    with torch.no_grad():  # a model trained further is a new graph to export
+        next(model.parameters()).add_(1.0)
+    fp32.prepare(Deployable(bench.frontend, model).eval())
+    assert len(exports) == 2
+
+
 @pytest.mark.parametrize("name", ["cpu", "cpu-1thread", "cpu-int8", "onnxruntime", "onnxruntime-int8", "cuda"])
 def test_built_in_targets_pass_the_conformance_kit(name):
     check_target(name)

@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -234,6 +235,22 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.start)
 
 
+# The fp32 graph both ONNX Runtime targets start from (one then quantizes it), exported once per
+# model state: a conformer's torch.export takes ~13 s on 2 cores. Held weakly by the model, and
+# keyed by its parameters' version counters, which every in-place update (an optimizer step)
+# bumps, so a model trained further is exported afresh.
+_EXPORTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, bytes]]" = weakref.WeakKeyDictionary()
+
+
+def _export_once(model: nn.Module, feature_dim: int, lengths: tuple[int, int]) -> bytes:
+    state = (feature_dim, tuple(lengths), tuple(p._version for p in model.parameters()))
+    cached = _EXPORTS.get(model)
+    if cached is None or cached[0] != state:
+        cached = (state, _export(_SingleUtterance(model).eval(), feature_dim, lengths))
+        _EXPORTS[model] = cached
+    return cached[1]
+
+
 def _quantize_onnx(data: bytes) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -273,7 +290,7 @@ class OnnxRuntimeTarget(Target):
 
     def prepare(self, model):
         torch.set_num_threads(self.threads)
-        data = _export(_SingleUtterance(model.model).eval(), model.frontend.output_dim, model.frontend.export_lengths)
+        data = _export_once(model.model, model.frontend.output_dim, model.frontend.export_lengths)
         if self.quantize:
             data = _quantize_onnx(data)
         # The front end runs on one PyTorch thread: PyTorch's OpenMP workers and ORT's own
