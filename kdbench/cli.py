@@ -157,8 +157,12 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
                         force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
         result = runner.run()
     # A summary that fits a terminal; every column is in the files listed under it.
-    console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(leaderboard_frame(result), result.columns)}\n",
+    targets = list(dict.fromkeys(row.target for row in result.rows))  # the suite's order
+    console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(leaderboard_frame(result), result.columns, targets)}\n",
                   highlight=False, soft_wrap=True, markup=False)
+    skipped = {row.target: row.error for row in result.rows if row.status == "skipped"}
+    for target, reason in skipped.items():
+        console.print(f"skipped target {target}: {reason}", highlight=False, soft_wrap=True)
     _print_report_paths(result.reports)
     stats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")

@@ -114,7 +114,7 @@ def _count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> pd.DataFrame:
+def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]], target_order: list[str] = ()) -> pd.DataFrame:
     """The few numbers a person reads at the end of a run, one row per ranked model and target:
     the primary metric, the KD gain over the same student trained without a teacher (positive =
     KD helped), size, median latency and the speed-up over the teacher on the same target."""
@@ -133,7 +133,7 @@ def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> 
     only_teacher = teacher_rows["model"].iloc[0] if teacher_rows["model"].nunique() == 1 else None
     sign = 1.0 if higher else -1.0
     # grouped by target (in the suite's order), teachers first, then best first
-    order = {t: i for i, t in enumerate(dict.fromkeys(frame["target"]))}
+    order = {t: i for i, t in enumerate(dict.fromkeys([*target_order, *frame["target"]]))}
     frame = frame.assign(_t=frame["target"].map(order), _r=frame["role"] != "teacher", _k=teacher)
     frame = frame.sort_values(["_t", "_r", primary], ascending=[True, True, not higher], kind="stable")
     teacher = frame["_k"]
@@ -157,14 +157,20 @@ def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> 
     return pd.DataFrame(out)
 
 
-def summary_text(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]]) -> str:
+def summary_text(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]], target_order: list[str] = ()) -> str:
     """:func:`summary_frame` as aligned plain text no wider than ``SUMMARY_WIDTH`` (long names are
-    cut with "…"), the same in a terminal and in a CI log."""
-    summary = summary_frame(frame, columns)
+    cut with "…"), the same in a terminal and in a CI log: names left-aligned, numbers right."""
+    summary = summary_frame(frame, columns, target_order)
     if summary.empty:
         return "no successful runs to summarise"
-    for col in ("model", "loss", "target"):
+    names = ("model", "loss", "target")
+    for col in names:
         summary[col] = [v if len(v) <= _SUMMARY_NAME_WIDTH else v[:_SUMMARY_NAME_WIDTH - 1] + "…"
                         for v in summary[col].astype(str)]
-    text = summary.to_string(index=False, justify="left")
-    return "\n".join(line.rstrip()[:SUMMARY_WIDTH] for line in text.splitlines())
+    widths = {c: max(len(str(c)), *(len(str(v)) for v in summary[c])) for c in summary.columns}
+
+    def line(cells) -> str:
+        return "  ".join(str(v).ljust(widths[c]) if c in names else str(v).rjust(widths[c])
+                         for c, v in zip(summary.columns, cells)).rstrip()[:SUMMARY_WIDTH]
+
+    return "\n".join([line(summary.columns), *(line(row) for row in summary.itertuples(index=False))])
