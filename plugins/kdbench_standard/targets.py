@@ -87,7 +87,10 @@ class Int8CpuTarget(CpuTarget):
         torch.set_num_threads(self.threads)
         model = copy.deepcopy(model).eval()  # both backends may convert in place
         if self.backend == "torchao":
-            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+            with warnings.catch_warnings():
+                # torchao's own docstrings hold invalid escapes: Python warns when it first compiles them
+                warnings.filterwarnings("ignore", "invalid escape sequence", DeprecationWarning)
+                from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
             quantize_(model, Int8DynamicActivationInt8WeightConfig())
             return model
