@@ -26,7 +26,14 @@ def import_torchaudio() -> ModuleType:
         import torchaudio
         import torchaudio._extension  # noqa: F401  (loads libtorchaudio; a mismatched torch fails here)
     except (ImportError, OSError) as exc:
+        # torchaudio re-raises the loader's error as "Could not load this library"; the
+        # "undefined symbol" underneath is the clue, so it is quoted too
+        root = exc
+        while (root.__cause__ or root.__context__) is not None:
+            root = root.__cause__ or root.__context__
         detail = " ".join(str(exc).split())
+        if root is not exc:
+            detail += f" ({type(root).__name__}: {' '.join(str(root).split())})"
         raise ImportError(
             f"torchaudio {installed_version('torchaudio')} does not load against torch {installed_version('torch')} "
             f"(its C++ extension was built for another torch; install the locked pair with `make setup`, "
