@@ -164,6 +164,10 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     for target, reason in skipped.items():
         console.print(f"skipped target {target}: {reason}", highlight=False, soft_wrap=True)
     _print_report_paths(result.reports)
+    if tracker is not None and getattr(tracker, "client", None) is not None:
+        from kdbench.tracking import ui_link
+
+        console.print(f"MLflow runs: {ui_link(tracker.uri, tracker.experiment_id)}", highlight=False, soft_wrap=True)
     stats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")
     if baseline is not None and tracker is not None and getattr(tracker, "client", None) is not None:

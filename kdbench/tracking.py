@@ -78,10 +78,22 @@ def _sqlite_dir(uri: str) -> Path | None:
     return None
 
 
-# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page, where training
-# runs are hidden; with it, the runs table is the first thing a reader sees.
+# MLflow 3 opens an experiment on its GenAI "Traces" overview, where training runs are hidden.
+# The experiment tag says what kind of experiment this is; MLflow 3.17's UI instead follows a
+# per-browser GenAI / Model training switch, which the `workflowType` query parameter sets, so
+# kdbench also prints a link that opens on the runs (see ui_link).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+UI_DEFAULT_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def ui_link(uri: str, experiment_id: str) -> str:
+    """How to see an experiment's runs in the MLflow UI: the page of a tracking server, or for a
+    local store the `mlflow ui` command and the page it will serve."""
+    page = f"/#/experiments/{experiment_id}?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + page
+    return f"mlflow ui --backend-store-uri {uri}, then {UI_DEFAULT_ADDRESS}{page}"
 
 
 class Tracker:

@@ -105,6 +105,10 @@ def test_run_ends_with_a_summary_that_fits_a_terminal_and_says_where_the_rest_is
     assert kd_row[-1] == f"{teacher['latency_p50_ms'] / kd['latency_p50_ms']:.1f}x"
     assert f"full tables: {work / 'results' / 'tiny'}/ (leaderboard.csv, leaderboard.md" in result.output
     assert "HTML page:" in result.output and "leaderboard.html" in result.output
+    # a link that opens MLflow 3's UI on the runs, not on its GenAI traces page
+    exp = MlflowClient(f"sqlite:///{work}/mlflow.db").get_experiment_by_name("kdbench-tiny")
+    assert (f"MLflow runs: mlflow ui --backend-store-uri sqlite:///{work}/mlflow.db, then "
+            f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}?workflowType=machine_learning") in result.output
 
 
 def test_mlflow_has_parent_children_params_tags_and_artifacts(first_run):
@@ -185,3 +189,9 @@ def test_same_seed_same_student_whatever_ran_before(tmp_path, fsdd_root, shared_
     assert CliRunner().invoke(main, args + ["--force"], catch_exceptions=False).exit_code == 0
     second = weights()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_tracking_server_link_opens_its_runs_page():
+    from kdbench.tracking import ui_link
+
+    assert ui_link("http://mlflow.lab:5000/", "7") == "http://mlflow.lab:5000/#/experiments/7?workflowType=machine_learning"
