@@ -99,3 +99,13 @@ def test_teacher_checkpoint_is_loaded_not_trained_and_a_bad_one_fails_only_its_r
     assert "from-file" in board and "broken-file" not in board
     # the ctc baseline and the KD student of the good teacher were trained and kept
     assert board.count("student") == 2
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_a_boolean_for_a_number_is_refused_not_read_as_0_or_1(tmp_path, fsdd_root, value):
+    """`alpha: false` used to train plain CTC under the name of a KD loss."""
+    suite = tiny_suite(fsdd_root, losses=["ctc", {"name": "ctc-kd", "options": {"alpha": value}}])
+    result = run_cli("validate", write_suite(tmp_path / "s.yaml", suite))
+    assert result.exit_code == 2
+    assert error_line(result).endswith(
+        f"s.yaml: losses[1].options.alpha: expected a number, got the boolean {str(value).lower()}")
