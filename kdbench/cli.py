@@ -293,7 +293,8 @@ def _suite_ref(suite: str | None, tracking_uri: str | None, experiment: str | No
 
         data = yaml.safe_load(Path(suite).read_text()) or {}
         tracking = data.get("tracking") or {}
-        suite, suite_uri = data.get("name"), tracking.get("uri")
+        # a suite without `name:` is named after its file, as kdbench run names it (suite.py)
+        suite, suite_uri = data.get("name") or Path(suite).stem, tracking.get("uri")
         experiment = experiment or tracking.get("experiment")
     return suite, resolve_tracking_uri(tracking_uri, suite_uri), experiment
 

@@ -167,3 +167,17 @@ def test_kd_gain_compares_with_the_baseline_of_the_same_training_budget(tmp_path
     frame = build(client, [exp_id], "pair", bootstrap=False).frame
     kd = frame[frame["loss"] == "ctc-kd"].iloc[0]
     assert kd["test-unseen/wer KD gain"] == pytest.approx(5.0)
+
+
+def test_a_suite_file_without_a_name_shows_only_its_own_runs(tmp_path):
+    """`kdbench run` names such a suite after its file; `kdbench leaderboard FILE` must too, not
+    fall back to every suite in the store."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    for suite, model in (("nameless", "mine"), ("other", "theirs")):
+        log_evaluation(client, client.create_experiment(f"kdbench-{suite}"), suite=suite, model=model)
+    path = tmp_path / "nameless.yaml"
+    path.write_text("task: asr-ctc\ndataset: synth-digits\n")
+    result = cli("leaderboard", path, "--tracking-uri", uri, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [row["model"] for row in json.loads(result.output)["rows"]] == ["mine"]
