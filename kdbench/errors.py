@@ -17,6 +17,10 @@ class UnknownComponentError(SuiteError):
     """A suite names a component no loaded plugin registers."""
 
 
+class AmbiguousComponentError(UnknownComponentError):
+    """A suite names a component that several plugins register, without saying whose."""
+
+
 class PluginError(KdbenchError):
     """A plugin failed to load or registered something inconsistent."""
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pluggy
 
 from kdbench import hookspecs
-from kdbench.errors import PluginError, UnknownComponentError
+from kdbench.errors import AmbiguousComponentError, PluginError, UnknownComponentError
 from kdbench.options import NoOptions, Options
 from kdbench.suggest import unknown_name_message
 
@@ -73,7 +73,21 @@ class Registry:
     #: "plugin 'asr' (kdbench 0.1.0)" -> ("failed to load", "ImportError: ...")
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
+    #: every registration, qualified: kind -> "plugin:name" -> Component
+    qualified: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    #: names two or more plugins register: kind -> name -> those plugins, in load order
+    clashes: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+
     def get(self, kind: str, name: str) -> Component:
+        """A component by name, or by ``plugin:name`` when several plugins register the name."""
+        if name in self.qualified[kind]:
+            return self.qualified[kind][name]
+        if name in self.clashes[kind]:
+            # results must never be computed, or reused, under another plugin's implementation
+            choices = " or ".join(repr(f"{p}:{name}") for p in self.clashes[kind][name])
+            owners = " and ".join(repr(p) for p in self.clashes[kind][name])
+            raise AmbiguousComponentError(f"{SINGULAR[kind]} {name!r} is registered by both {owners}: "
+                                          f"name the one you mean, as {choices}")
         try:
             return self.components[kind][name]
         except KeyError:
@@ -93,18 +107,22 @@ class Registry:
 
     def add(self, kind: str, plugin: str, name: str, factory: Callable[..., Any],
             options: type[Options] | None = None, summary: str = "") -> None:
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin!r} registered a {kind} component without a name")
+        if not isinstance(name, str) or not name or ":" in name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} component without a name, or with a ':' in it")
         if options is None:
             options = getattr(factory, "Options", NoOptions)
         if not (isinstance(options, type) and issubclass(options, Options)):
             raise PluginError(f"plugin {plugin!r}: {kind} {name!r} options must subclass kdbench.options.Options")
+        component = Component(kind, name, factory, options, summary or _first_line(factory), plugin)
+        self.qualified[kind][f"{plugin}:{name}"] = component
         existing = self.components[kind].get(name)
         if existing is not None:
-            self.problems.append(
-                f"{kind} {name!r} is registered by both {existing.plugin!r} and {plugin!r}; using {existing.plugin!r}")
+            owners = self.clashes[kind].setdefault(name, [existing.plugin])
+            owners.append(plugin)
+            self.problems.append(f"{kind} {name!r} is registered by both {existing.plugin!r} and {plugin!r}; "
+                                 f"a suite must name one: {existing.plugin}:{name} or {plugin}:{name}")
             return
-        self.components[kind][name] = Component(kind, name, factory, options, summary or _first_line(factory), plugin)
+        self.components[kind][name] = component
 
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:

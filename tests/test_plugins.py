@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from kdbench.errors import PluginError
+from kdbench.errors import AmbiguousComponentError, PluginError
 from kdbench.hookspecs import hookimpl
 from kdbench.plugins import build_registry
 
@@ -81,12 +81,21 @@ def test_broken_plugin_does_not_stop_the_others(tmp_path, monkeypatch):
     assert "ctc" in registry.names("losses")
 
 
-def test_duplicate_names_are_reported(tmp_path, monkeypatch):
+def test_a_name_two_plugins_register_must_be_qualified(tmp_path, monkeypatch):
+    """Never the wrong implementation silently: a bare clashing name is an error naming both
+    plugins, and `plugin:name` picks one (so its runs are keyed apart from the other's)."""
     dup = GOOD_PLUGIN.replace('register("words", Words)', 'register("wer", Words)')
     make_distribution(tmp_path, monkeypatch, "kdbench-dup", {"kdbench_dup": dup}, {"dup": "kdbench_dup"})
     registry = build_registry()
-    assert any("metrics 'wer' is registered by both" in p for p in registry.problems)
-    assert registry.get("metrics", "wer").plugin == "asr"
+    assert any("metrics 'wer' is registered by both 'asr' and 'dup'; a suite must name one: asr:wer or dup:wer" in p
+               for p in registry.problems)
+    with pytest.raises(AmbiguousComponentError,
+                       match="metric 'wer' is registered by both 'asr' and 'dup': name the one you mean, as 'asr:wer' or 'dup:wer'"):
+        registry.get("metrics", "wer")
+    assert registry.get("metrics", "asr:wer").plugin == "asr"
+    mine = registry.get("metrics", "dup:wer")
+    assert mine.plugin == "dup" and mine.factory.__name__ == "Words"
+    assert registry.get("metrics", "cer").plugin == "asr"  # names nobody else registers stay bare
 
 
 def test_hook_with_no_spec_is_an_error():
