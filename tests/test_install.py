@@ -69,18 +69,28 @@ def test_every_locked_requirement_carries_hashes():
     assert all("--hash=sha256:" in e for e in pins), [e.split()[0] for e in pins if "--hash" not in e]
 
 
-# text files a user or CI runs or reads; the check below is what `grep -rn ../shared .` does
+# what a clone holds that a user or CI runs or reads (not the venv, caches or results)
 _SKIP_DIRS = {".git", ".venv", "results", ".cache", "__pycache__", ".pytest_cache", "build"}
+_RELATIVE = re.compile(r"(?:\.\./)+[\w.-]+")
+
+
+def _outside(target: Path) -> bool:
+    return REPO not in target.resolve().parents and target.resolve() != REPO
 
 
 def test_nothing_refers_to_a_path_outside_the_repository():
+    """A fresh clone has nothing beside it: no file may point at a folder next to the clone,
+    by a relative path that leaves the repository (from the file's folder and from the root,
+    where make and CI run) or by the absolute path of the folder the clone sits in."""
+    beside = str(REPO.parent).rstrip("/") + "/"
     offenders = []
     for path in REPO.rglob("*"):
         if not path.is_file() or _SKIP_DIRS & set(path.relative_to(REPO).parts) or path.suffix in (".wav", ".png", ".pyc"):
             continue
-        if path.name == "test_install.py":  # this file names the pattern it looks for
-            continue
         text = path.read_text(errors="ignore")
-        if "../shared" in text or "/work/shared" in text:
-            offenders.append(str(path.relative_to(REPO)))
+        for ref in _RELATIVE.findall(text):
+            if _outside(path.parent / ref) and _outside(REPO / ref):
+                offenders.append(f"{path.relative_to(REPO)}: {ref}")
+        if beside != "/" and re.search(re.escape(beside) + r"(?!" + re.escape(REPO.name) + r"\b)\w", text):
+            offenders.append(f"{path.relative_to(REPO)}: {beside}...")
     assert not offenders, f"refer to a folder beside the clone, which a new user does not have: {offenders}"
