@@ -123,10 +123,10 @@ def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]], tar
         return pd.DataFrame()
     unit, higher = columns[primary]
     latency = _p50_latency_column(columns)
-    split, metric = primary.split("/", 1)
-    teacher = frame["teacher"].fillna("").astype(str)
-    baselines = {(m, t): v for m, t, v, r, tt in zip(frame["model"], frame["target"], frame[primary], frame["role"], teacher)
-                 if r == "student" and tt == ""}
+    metric = primary.split("/", 1)[1]
+    frame = frame.assign(_teacher=frame["teacher"].fillna("").astype(str))
+    baselines = {(r["model"], r["target"]): r[primary] for r in frame.to_dict("records")
+                 if r["role"] == "student" and r["_teacher"] == ""}
     teacher_rows = frame[frame["role"] == "teacher"]
     teacher_latency = {(m, t): v for m, t, v in zip(teacher_rows["model"], teacher_rows["target"],
                                                     teacher_rows[latency] if latency else [math.nan] * len(teacher_rows))}
@@ -134,11 +134,11 @@ def summary_frame(frame: pd.DataFrame, columns: dict[str, tuple[str, bool]], tar
     sign = 1.0 if higher else -1.0
     # grouped by target (in the suite's order), teachers first, then best first
     order = {t: i for i, t in enumerate(dict.fromkeys([*target_order, *frame["target"]]))}
-    frame = frame.assign(_t=frame["target"].map(order), _r=frame["role"] != "teacher", _k=teacher)
+    frame = frame.assign(_t=frame["target"].map(order), _r=frame["role"] != "teacher")
     frame = frame.sort_values(["_t", "_r", primary], ascending=[True, True, not higher], kind="stable")
-    teacher = frame["_k"]
     out = []
-    for rec, kd_teacher in zip(frame.to_dict("records"), teacher):
+    for rec in frame.to_dict("records"):
+        kd_teacher = rec["_teacher"]
         base = baselines.get((rec["model"], rec["target"])) if rec["role"] == "student" and kd_teacher else None
         gain = sign * (rec[primary] - base) + 0.0 if base is not None else math.nan
         # a student without a teacher is compared with the suite's teacher, when there is one
