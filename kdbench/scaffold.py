@@ -259,7 +259,7 @@ def test_{kind}_conforms({args}):
 
 _DATASET_TEST_BODY = '''\
     import soundfile
-    from kdbench.testing import tiny_corpus
+    from kdbench_asr.testing import tiny_corpus
 
     corpus = tiny_corpus()  # a few synthesized utterances, laid out as the dataset reads them
     for split, examples in {{"train": corpus.train, **corpus.tests}}.items():

@@ -18,9 +18,9 @@ from kdbench.interfaces import Augmentation, Executor, Frontend, Measurement, Me
 from kdbench.plugins import build_registry
 from kdbench.runner import Runner
 from kdbench.suite import Suite, resolve_suite
-from kdbench.testing import TinyCtcModel, tiny_corpus
 from kdbench_asr.losses import CtcKd
 from kdbench_asr.task import CtcAsr
+from kdbench_asr.testing import TinyCtcModel, tiny_corpus
 
 USED: Counter = Counter()
 

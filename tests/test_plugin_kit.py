@@ -21,11 +21,11 @@ from kdbench.hookspecs import hookimpl
 from kdbench.interfaces import Corpus, Frontend, Loss, Measurement, Metric, ModelOutput, Target
 from kdbench.plugins import build_registry
 from kdbench.scaffold import KINDS, new_plugin
-from kdbench.testing import (ConformanceError, TinyCtcModel, check_augmentation, check_dataset, check_frontend,
-                             check_loss, check_metric, check_plugin, check_student, check_target, check_teacher,
-                             tiny_bench, tiny_corpus)
+from kdbench.testing import (ConformanceError, check_augmentation, check_dataset, check_frontend, check_loss,
+                             check_metric, check_plugin, check_student, check_target, check_teacher, tiny_bench)
 from kdbench.testing import kdbench_bench, kdbench_registry  # noqa: F401  (the kit's pytest fixtures)
 from kdbench_asr.losses import CtcLoss, ctc
+from kdbench_asr.testing import TinyCtcModel, tiny_corpus
 
 from test_plugins import GOOD_PLUGIN, make_distribution
 

@@ -1,23 +1,9 @@
-"""Conformance kit for kdbench plugins: does a registered component honour its interface?
-
-    from kdbench.testing import check_loaded, check_student
-
-    def test_my_plugin():
-        check_loaded("my_plugin")                       # entry point found, no load problems
-        check_student("my-student", {"hidden": 32})     # builds, runs, trains one step, reloads
+"""The conformance checks: does a registered component honour its interface?
 
 Every check builds the component through its registered factory and drives it through the
 code the runner uses (``kdbench.training.train``, ``kdbench.evaluation.evaluate``, the input
-pipeline, the teacher-output cache), on tiny real inputs: a dozen utterances synthesized from
-tones and noise, batched by the ``asr-ctc`` task and featurised by the ``log-mel`` front end
-(see ``tiny_bench``). A failure raises ``ConformanceError`` (an ``AssertionError``) naming the
-component, its plugin and what is wrong, e.g.::
-
-    student 'my-student' (plugin 'my_plugin'): output has shape (4, 12, 7); expected
-    (batch=4, time, output_dim=13): the last dimension must be ModelSpec.output_dim
-
-As a pytest plugin (``pytest_plugins = ["kdbench.testing"]`` in ``conftest.py``, or
-``pytest -p kdbench.testing``) it adds the fixtures ``kdbench_registry`` and ``kdbench_bench``.
+pipeline, the teacher-output cache) on a ``Bench`` (``kdbench.testing.inputs``). A failure
+raises ``ConformanceError`` naming the component, its plugin and what is wrong.
 """
 
 from __future__ import annotations
@@ -30,126 +16,24 @@ import math
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from kdbench.errors import UnknownComponentError
 from kdbench.evaluation import Deployable, evaluate
-from kdbench.hashing import stable_hash
 from kdbench.interfaces import (Augmentation, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
-                                Model, ModelOutput, ModelSpec, Target, Task)
+                                Model, ModelOutput, ModelSpec, Target)
 from kdbench.options import Options
 from kdbench.pipeline import Features, InputPipeline
 from kdbench.plugins import SINGULAR, Component, LoadedPlugin, Registry, build_registry, get_registry
 from kdbench.suite import TrainingConfig
 from kdbench.teacher_outputs import TeacherOutputStore, split_output
+from kdbench.testing.errors import ConformanceError
+from kdbench.testing.inputs import Bench, default_task, tiny_bench
 from kdbench.training import train
-
-try:  # the fixtures need pytest; the checks themselves do not
-    import pytest
-except ImportError:  # pragma: no cover
-    pytest = None
-
-__all__ = ["ConformanceError", "Bench", "TinyCtcModel", "tiny_corpus", "tiny_bench", "check_loaded",
-           "check_dataset", "check_frontend", "check_augmentation", "check_teacher", "check_student",
-           "check_loss", "check_metric", "check_target", "check_component", "check_plugin", "CHECKS"]
-
-
-class ConformanceError(AssertionError):
-    """A component does not honour its interface. The message names the component, its plugin
-    and the problem."""
-
-
-# ---- tiny real inputs -------------------------------------------------------------------
-
-WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def tiny_corpus(train: int = 8, test: int = 4, sample_rate: int = 8000, seed: int = 0) -> Corpus:
-    """Utterances of one to three digit 'words', each a pair of tones (its own two formants)
-    under a Hann envelope, plus noise: speech-shaped enough for any front end, deterministic,
-    and of different lengths so batches carry padding."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(0.25 * sample_rate)) / sample_rate
-    gap = np.zeros(int(0.05 * sample_rate))
-
-    def word(d: int) -> np.ndarray:
-        tones = np.sin(2 * np.pi * (300 + 60 * d) * t) + 0.5 * np.sin(2 * np.pi * (1200 + 150 * d) * t)
-        return np.concatenate([np.hanning(len(t)) * tones, gap])
-
-    def split(name: str, n: int) -> list[Example]:
-        examples = []
-        for k in range(n):
-            digits = rng.integers(0, 10, size=1 + k % 3)
-            wave = np.concatenate([gap, *map(word, digits)])
-            wave = 0.3 * wave + 0.01 * rng.standard_normal(len(wave))
-            examples.append(Example(f"kit-{name}-{k}", torch.tensor(wave, dtype=torch.float32),
-                                    " ".join(WORDS[d] for d in digits),
-                                    {"duration": len(wave) / sample_rate, "speaker": "kit"}))
-        return examples
-
-    recipe = {"kdbench.testing": 1, "train": train, "test": test, "sample_rate": sample_rate, "seed": seed}
-    return Corpus("kdbench-testing", split("train", train), {"test": split("test", test)},
-                  {"sample_rate": sample_rate, "modality": "audio", "task": "asr"}, stable_hash(recipe))
-
-
-@dataclass
-class Bench:
-    """Tiny real inputs and what the runner would derive from them."""
-
-    registry: Registry
-    corpus: Corpus
-    task: Task
-    frontend: Frontend
-    pipeline: InputPipeline
-    model_spec: ModelSpec
-
-    def features(self, n: int = 4, split: str = "train") -> Features:
-        """A batch of ``n`` utterances of different lengths, as a model receives it."""
-        examples = self.corpus.train if split == "train" else self.corpus.tests[split]
-        return self.pipeline(examples[:n])
-
-
-def tiny_bench(registry: Registry | None = None, task: str = "asr-ctc", frontend: str = "log-mel",
-               corpus: Corpus | None = None) -> Bench:
-    """The inputs every check runs on: ``corpus`` (default ``tiny_corpus()``) set up by the
-    registered ``task`` and featurised by the registered ``frontend``."""
-    registry = registry or get_registry()
-    corpus = corpus or tiny_corpus()
-    try:
-        task_obj: Task = registry.get("tasks", task).build()
-        task_obj.setup(corpus)
-        fe: Frontend = registry.get("frontends", frontend).build(corpus_info=corpus.info)
-    except UnknownComponentError as exc:
-        raise ConformanceError(f"the conformance kit's inputs need the {task!r} task and the {frontend!r} front "
-                               f"end (kdbench's built-in 'asr' plugin; is KDBENCH_LOAD_PLUGINS excluding it?): {exc}")
-    spec = ModelSpec(input_dim=fe.output_dim, output_dim=task_obj.output_dim(), extras=dict(corpus.info))
-    return Bench(registry, corpus, task_obj, fe, InputPipeline(task_obj, fe), spec)
-
-
-class TinyCtcModel(Model):
-    """A frame-wise layer and a head, keeping every ``stride``-th frame: the kit's stand-in
-    teacher and student for loss, metric and target checks. The default teacher and student
-    differ in width and frame rate, as real pairs do."""
-
-    def __init__(self, model_spec: ModelSpec, hidden: int = 16, stride: int = 1):
-        super().__init__()
-        self.stride = stride
-        self.proj = nn.Linear(model_spec.input_dim, hidden)
-        self.head = nn.Linear(hidden, model_spec.output_dim)
-        self.hidden_dims = {"encoder": hidden}
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
-        x = features[:, ::self.stride]
-        lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
-        keep = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
-        h = torch.tanh(self.proj(x)) * keep
-        return ModelOutput(self.head(h), lengths, {"encoder": h})
 
 
 # ---- plumbing shared by the checks ------------------------------------------------------
@@ -194,6 +78,14 @@ def _component(kind: str, component: Any, registry: Registry) -> Component:
     scratch = Registry()  # same validation of the options class as a real registration
     scratch.add(kind, "<not registered>", name, component)
     return scratch.components[kind][name]
+
+
+def _setup(kind: str, component: Any, bench: Bench | None, registry: Registry | None) -> tuple[_Checker, Bench]:
+    """The checker for ``component`` and the bench to check it on: the one given, else the
+    default for the component's plugin (``kdbench.testing.inputs``)."""
+    registry = bench.registry if bench else registry or get_registry()
+    ck = _Checker(_component(kind, component, registry))
+    return ck, bench or tiny_bench(registry, plugin=ck.component.plugin)
 
 
 def _options(ck: _Checker, options: Options | dict | None) -> Options:
@@ -286,9 +178,10 @@ def check_loaded(plugin: str, registry: Registry | None = None) -> LoadedPlugin:
 
 
 def check_dataset(component: Any, options: Options | dict | None = None, *, cache_dir: str | Path | None = None,
-                  task: str = "asr-ctc", frontend: str = "log-mel", registry: Registry | None = None) -> Corpus:
+                  task: str | None = None, frontend: str | None = None, registry: Registry | None = None) -> Corpus:
     """``load()`` returns a Corpus with a training set, named test sets, unique ids, info and a
-    fingerprint that is stable across loads; the task and front end turn every split into features."""
+    fingerprint that is stable across loads; the task and front end turn every split into
+    features (by default the task of the dataset's plugin and that task's kit front end)."""
     registry = registry or get_registry()
     ck = _Checker(_component("datasets", component, registry))
     opts = _options(ck, options)
@@ -317,8 +210,9 @@ def check_dataset(component: Any, options: Options | dict | None = None, *, cach
     ck.require(again.fingerprint == corpus.fingerprint and [e.id for e in again.train] == [e.id for e in corpus.train],
                "two loads with the same options give different fingerprints or ids: caches keyed by them would "
                "never hit (draw random choices from a seeded generator)")
-    with ck.step(f"preparing it with the {task!r} task and {frontend!r} front end"):
-        bench = tiny_bench(registry, task=task, frontend=frontend, corpus=corpus)
+    task = task or default_task(registry, ck.component.plugin)[0].name
+    with ck.step(f"preparing it with the {task!r} task" + (f" and {frontend!r} front end" if frontend else "")):
+        bench = tiny_bench(registry, task=task, frontend=frontend, corpus=corpus, plugin=ck.component.plugin)
         for examples in [corpus.train, *corpus.tests.values()]:
             bench.pipeline(examples[:2])
     return corpus
@@ -328,8 +222,7 @@ def check_frontend(component: Any, options: Options | dict | None = None, *, ben
                    registry: Registry | None = None) -> Frontend:
     """A fixed module mapping (inputs, lengths) to (features (B, T, output_dim), lengths),
     deterministic and independent of batch-mates (it is part of every teacher-output cache key)."""
-    bench = bench or tiny_bench(registry)
-    ck = _Checker(_component("frontends", component, bench.registry))
+    ck, bench = _setup("frontends", component, bench, registry)
     fe = _build(ck, _options(ck, options), corpus_info=bench.corpus.info)
     ck.require(isinstance(fe, Frontend), f"its factory returned {type(fe).__name__}; it must return a "
                                          "kdbench.interfaces.Frontend (a torch.nn.Module)")
@@ -367,8 +260,7 @@ def check_augmentation(component: Any, options: Options | dict | None = None, *,
                        registry: Registry | None = None) -> Augmentation:
     """Replayable (all randomness from the generator passed in), no in-place change of its
     input, and usable inside the input pipeline."""
-    bench = bench or tiny_bench(registry)
-    ck = _Checker(_component("augmentations", component, bench.registry))
+    ck, bench = _setup("augmentations", component, bench, registry)
     aug = _build(ck, _options(ck, options), corpus_info=bench.corpus.info)
     ck.require(isinstance(aug, Augmentation), f"its factory returned {type(aug).__name__}; it must return a "
                                               "kdbench.interfaces.Augmentation")
@@ -408,18 +300,19 @@ def check_student(component: Any, options: Options | dict | None = None, *, benc
     """Builds from ModelSpec; forward gives ModelOutput with output (B, T, output_dim), lengths
     in 1..T and the hidden layers hidden_dims declares; eval mode is deterministic; one training
     step with the task's default loss changes its weights; its state_dict reloads."""
-    return _check_model("students", component, options, bench or tiny_bench(registry), batch_independent=False)
+    return _check_model("students", component, options, bench, registry, batch_independent=False)
 
 
 def check_teacher(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
                   registry: Registry | None = None) -> Model:
     """As ``check_student``, and an utterance's outputs do not depend on its batch-mates (its
     outputs are cached per utterance and replayed in other batches), and they survive the cache."""
-    return _check_model("teachers", component, options, bench or tiny_bench(registry), batch_independent=True)
+    return _check_model("teachers", component, options, bench, registry, batch_independent=True)
 
 
-def _check_model(kind: str, component: Any, options: Any, bench: Bench, batch_independent: bool) -> Model:
-    ck = _Checker(_component(kind, component, bench.registry))
+def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, registry: Registry | None,
+                 batch_independent: bool) -> Model:
+    ck, bench = _setup(kind, component, bench, registry)
     opts, spec = _options(ck, options), bench.model_spec
     model = _build(ck, opts, model_spec=spec)
     ck.require(isinstance(model, Model), f"its factory returned {type(model).__name__}; it must return a "
@@ -479,11 +372,10 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
     ``teacher_layers_for`` declared on the factory (the planner reads them before building);
     works on teacher outputs as the cache returns them, at another frame rate than the
     student's; its own parameters train in a real training step."""
-    bench = bench or tiny_bench(registry)
-    ck = _Checker(_component("losses", component, bench.registry))
+    ck, bench = _setup("losses", component, bench, registry)
     opts, spec = _options(ck, options), bench.model_spec
-    student = student or TinyCtcModel(spec, hidden=16, stride=2)
-    teacher = teacher or TinyCtcModel(spec, hidden=24, stride=1)
+    student = student or bench.student()
+    teacher = teacher or bench.teacher()
     factory = ck.component.factory
     declared = getattr(factory, "requires_teacher", False)
     ck.require(isinstance(declared, bool), f"requires_teacher is {declared!r}; it must be a bool class attribute")
@@ -563,17 +455,17 @@ def _check_measurements(ck: _Checker, measurements: Any, where: str, total: int 
 
 
 def check_metric(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                 registry: Registry | None = None, empty_prediction: Any = "") -> Metric:
+                 registry: Registry | None = None, empty_prediction: Any = None) -> Metric:
     """Every Measurement declares a unit and higher_is_better, has a JSON-storable float value
     and a valid coverage; a 'split' metric returns NaN with coverage (0, 0) rather than raising
-    or inventing a number when a test set is empty, and copes with empty predictions."""
-    bench = bench or tiny_bench(registry)
-    ck = _Checker(_component("metrics", component, bench.registry))
+    or inventing a number when a test set is empty, and copes with empty predictions (by
+    default the bench's ``KitInputs.empty_prediction``: an empty transcript, a silent clip)."""
+    ck, bench = _setup("metrics", component, bench, registry)
     metric = _build(ck, _options(ck, options))
     ck.require(isinstance(metric, Metric), f"its factory returned {type(metric).__name__}; it must return a "
                                            "kdbench.interfaces.Metric")
     ck.require(metric.scope in ("split", "model"), f"scope is {metric.scope!r}; it must be 'split' or 'model'")
-    model = TinyCtcModel(bench.model_spec)
+    model = bench.teacher()
     with ck.step("compute() on a model evaluated by kdbench.evaluation.evaluate"):
         result = evaluate(model, bench.frontend, bench.task, bench.corpus.tests, [metric], _EagerTarget())
     if metric.scope == "model":
@@ -584,6 +476,8 @@ def check_metric(component: Any, options: Options | dict | None = None, *, bench
     tests = bench.corpus.tests["test"]
     _check_measurements(ck, result.measurements, "on a test set", len(tests))
     refs = [bench.task.reference(e) for e in tests]
+    if empty_prediction is None:
+        empty_prediction = bench.inputs.empty_prediction
     empty = Evaluation("test", list(tests), [empty_prediction] * len(tests), refs, None, model, None)
     with ck.step(f"compute() when every prediction is {empty_prediction!r}"):
         measurements = metric.compute(empty)
@@ -616,8 +510,7 @@ def check_target(component: Any, options: Options | dict | None = None, *, bench
     """``available()`` returns (bool, reason); if available, ``prepare`` returns a module that
     runs and gives outputs of the eager model's shapes, ``artifact_bytes`` is a positive int,
     ``describe()`` is JSON, and a model is evaluated and timed on it by kdbench.evaluation."""
-    bench = bench or tiny_bench(registry)
-    ck = _Checker(_component("targets", component, bench.registry))
+    ck, bench = _setup("targets", component, bench, registry)
     target = _build(ck, _options(ck, options))
     ck.require(isinstance(target, Target), f"its factory returned {type(target).__name__}; it must return a "
                                            "kdbench.interfaces.Target")
@@ -640,7 +533,7 @@ def check_target(component: Any, options: Options | dict | None = None, *, bench
         ck.fail(f"describe() must return a JSON-serialisable dict (it is stored with every evaluation): {exc}")
     threads = torch.get_num_threads()  # targets may set thread counts; do not leak them into the caller
     try:
-        model = TinyCtcModel(bench.model_spec)
+        model = bench.teacher()
         batch = bench.task.collate(bench.corpus.tests["test"])
         with torch.no_grad():
             eager = Deployable(bench.frontend, model).eval()(batch.inputs, batch.input_lengths)
@@ -696,15 +589,3 @@ def check_plugin(plugin: str, options: dict[str, dict] | None = None, *,
                 CHECKS[kind](component, options.get(name), registry=registry, **kwargs)
                 checked.append((kind, name))
     return checked
-
-
-if pytest is not None:
-    @pytest.fixture(scope="session")
-    def kdbench_registry() -> Registry:
-        """Every installed plugin, loaded afresh for this test session."""
-        return build_registry()
-
-    @pytest.fixture(scope="session")
-    def kdbench_bench(kdbench_registry: Registry) -> Bench:
-        """The tiny real inputs the checks run on (pass as ``bench=`` to reuse them)."""
-        return tiny_bench(kdbench_registry)
