@@ -18,9 +18,10 @@ import onnxruntime as ort
 import torch
 
 from kdbench import measurement
+from kdbench.evaluation import Deployable
 from kdbench.interfaces import ModelSpec
 from kdbench_asr.models import ConformerCtc
-from kdbench_standard.targets import _export, _SingleUtterance
+from kdbench_standard.targets.onnx import INPUT_NAME, export_onnx
 
 from asr_input import fsdd_asr_input
 from fsdd_default import FSDD_FIXTURE
@@ -38,13 +39,13 @@ def main():
                          ModelSpec(40, task.output_dim())).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
-    session = ort.InferenceSession(_export(_SingleUtterance(model).eval(), 40), options,
+    session = ort.InferenceSession(export_onnx(Deployable(frontend, model)), options,
                                    providers=["CPUExecutionProvider"])
 
     def forward(x):
         with torch.inference_mode():
             feats, _ = frontend(*x)
-        return session.run(None, {"features": feats.numpy()})
+        return session.run(None, {INPUT_NAME: feats.numpy()})
 
     print(f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, ORT intra-op threads 2")
     print("| round | front end on 2 torch threads: p50 ms | on 1 torch thread: p50 ms | other cores busy |")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 import kdbench.plugins
 from kdbench.cli import main
@@ -128,11 +129,11 @@ def test_onnx_runtime_gives_the_eager_outputs_on_real_utterances(student):
 
 
 def test_both_onnx_runtime_targets_share_one_export_until_the_model_changes(monkeypatch):
-    import kdbench_standard.targets as targets
+    from kdbench_standard.targets import onnx
 
     exports = []
-    real = targets._export
-    monkeypatch.setattr(targets, "_export", lambda *args: exports.append(args) or real(*args))
+    real = onnx._export_module
+    monkeypatch.setattr(onnx, "_export_module", lambda *args: exports.append(args) or real(*args))
     bench = tiny_bench()
     torch.manual_seed(0)
     model = bench.registry.get("students", "gru-ctc").build({"hidden": 16}, model_spec=bench.model_spec).eval()
@@ -144,6 +145,16 @@ def test_both_onnx_runtime_targets_share_one_export_until_the_model_changes(monk
         next(model.parameters()).add_(1.0)
     fp32.prepare(Deployable(bench.frontend, model).eval())
     assert len(exports) == 2
+
+
+def test_onnxruntime_int8_is_the_onnxruntime_target_with_quantize_held_on():
+    registry = get_registry()
+    fp32, int8 = registry.get("targets", "onnxruntime"), registry.get("targets", "onnxruntime-int8")
+    assert int8.factory is fp32.factory
+    assert int8.build().quantize is True and fp32.build().quantize is False
+    assert int8.build({"threads": 1}).threads == 1
+    with pytest.raises(ValidationError, match="quantize"):  # the int8 name never means fp32
+        int8.build({"quantize": False})
 
 
 @pytest.mark.parametrize("name", ["cpu", "cpu-1thread", "cpu-int8", "onnxruntime", "onnxruntime-int8", "cuda"])
@@ -159,10 +170,10 @@ class _ComplexStft(torch.nn.Module):
 
 
 def test_an_unexportable_model_gets_one_line_per_exporter_and_no_graph_dump(capfd):
-    from kdbench_standard.targets import _export
+    from kdbench_standard.targets.onnx import _export_module
 
     with pytest.raises(TargetError) as caught:
-        _export(_ComplexStft(), 1, (400, 273))
+        _export_module(_ComplexStft(), 1, (400, 273))
     message = str(caught.value)
     assert message.startswith("cannot export the model to ONNX (torchscript: STFT does not currently support complex")
     assert "\n" not in message and "dynamo: " in message and "\x1b[" not in message

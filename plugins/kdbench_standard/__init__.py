@@ -6,8 +6,8 @@ from kdbench.hookspecs import hookimpl
 from kdbench_standard.efficiency import ColdStart, Flops, Latency, ModelSize, ParameterCount
 from kdbench_standard.executors import LocalExecutor
 from kdbench_standard.reporters import LeaderboardFiles
-from kdbench_standard.targets import (CpuTarget, CudaTarget, Int8CpuTarget, OnnxRuntimeInt8Target,
-                                      OnnxRuntimeTarget, SingleThreadCpuTarget)
+from kdbench_standard.targets import (CpuTarget, CudaTarget, Int8CpuTarget, OnnxRuntimeTarget,
+                                      QuantizedOnnxRuntimeOptions, SingleThreadCpuTarget)
 
 
 @hookimpl
@@ -25,7 +25,9 @@ def register_targets(register):
     register("cpu-1thread", SingleThreadCpuTarget, summary="fp32 eager PyTorch on one CPU thread (edge stand-in)")
     register("cpu-int8", Int8CpuTarget, summary="dynamic int8 quantization (torchao; or torch.ao for recurrent layers)")
     register("onnxruntime", OnnxRuntimeTarget, summary="exported to ONNX, run by ONNX Runtime on the CPU")
-    register("onnxruntime-int8", OnnxRuntimeInt8Target, summary="ONNX Runtime with ORT dynamic int8 quantization")
+    # one class: the int8 name is the same target with quantize switched on (and held there)
+    register("onnxruntime-int8", OnnxRuntimeTarget, options=QuantizedOnnxRuntimeOptions,
+             summary="ONNX Runtime with ORT dynamic int8 quantization")
     register("cuda", CudaTarget, summary="eager PyTorch on a CUDA GPU (fp32, or fp16)")
 
 
