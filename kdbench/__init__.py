@@ -1,8 +1,17 @@
-"""kdbench: a plugin-based benchmark harness for knowledge distillation of speech models."""
+"""kdbench: a plugin-based benchmark harness for knowledge distillation of speech models.
 
+The plugin API is importable from here, ``from kdbench import hookimpl, Options, Target``, and
+is listed in ``__all__``; anything else is internal and may change. The names load on first use
+(PEP 562), so ``import kdbench`` (and ``kdbench --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any
 
 # OpenMP's default spin-wait makes 2-thread torch 10-20x slower when any other process is busy
 # (field notes, pitfall 8). It must be set before torch is first imported: OpenMP reads it once.
@@ -18,3 +27,47 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 __version__ = "0.1.0"
+
+#: the plugin API: name -> the module that defines it. A lazy import keeps ``import kdbench``
+#: cheap: ``interfaces`` needs torch, which takes seconds to load and must come after the
+#: OpenMP settings above.
+_API = {
+    "hookimpl": "kdbench.hookspecs",
+    "Options": "kdbench.options",
+    "NoOptions": "kdbench.options",
+    **dict.fromkeys(("Example", "Corpus", "Batch", "ModelOutput", "ModelSpec", "Model", "Frontend", "Augmentation",
+                     "Task", "Loss", "Measurement", "Evaluation", "Metric", "Target", "Reporter", "Executor"),
+                    "kdbench.interfaces"),
+    # what a target's prepare() receives: front end and model as one module
+    "Deployable": "kdbench.evaluation",
+    **dict.fromkeys(("KdbenchError", "SuiteError", "UnknownComponentError", "AmbiguousComponentError", "PluginError",
+                     "DataError", "CheckpointError", "TargetError", "TrackingError", "TrackingUnreachable",
+                     "BaselineError", "RegressionFound", "RunFailed"), "kdbench.errors"),
+}
+
+__all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:  # type checkers and IDEs see the real classes; at run time they load lazily
+    from kdbench.errors import (AmbiguousComponentError, BaselineError, CheckpointError, DataError, KdbenchError,
+                                PluginError, RegressionFound, RunFailed, SuiteError, TargetError, TrackingError,
+                                TrackingUnreachable, UnknownComponentError)
+    from kdbench.evaluation import Deployable
+    from kdbench.hookspecs import hookimpl
+    from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, Loss,
+                                    Measurement, Metric, Model, ModelOutput, ModelSpec, Reporter, Target, Task)
+    from kdbench.options import NoOptions, Options
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        # AttributeError, not ImportError: ``from kdbench import cli`` relies on it to fall back
+        # to importing the submodule
+        raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -3,6 +3,7 @@ unavailable targets give skipped rows, a model that cannot be exported fails onl
 
 import importlib.util
 
+import kdbench  # noqa: F401  first: its OpenMP settings must be in place before torch loads
 import pandas as pd
 import pytest
 import torch
@@ -10,12 +11,9 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 import kdbench.plugins
+from kdbench import Deployable, ModelOutput, TargetError, hookimpl
 from kdbench.cli import main
-from kdbench.hookspecs import hookimpl
-from kdbench.errors import TargetError
-from kdbench.interfaces import ModelOutput
 from kdbench.plugins import build_registry, get_registry
-from kdbench.evaluation import Deployable
 from kdbench.testing import check_target, tiny_bench
 from kdbench_asr.models import GruCtc
 
