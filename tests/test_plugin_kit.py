@@ -31,45 +31,8 @@ from test_plugins import GOOD_PLUGIN, make_distribution
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "kdbench-example-plugin"
-SMALL_GRU = {"hidden": 16, "layers": 1}
-SMALL_CONFORMER = {"d_model": 32, "layers": 1, "ffn_dim": 64, "heads": 2}
 
-# ---- the kit on built-in components ---------------------------------------------------------
-
-BUILTINS = [
-    (check_student, "gru-ctc", SMALL_GRU),
-    (check_teacher, "conformer-ctc", SMALL_CONFORMER),
-    (check_teacher, "gru-ctc", SMALL_GRU),
-    (check_loss, "ctc", None),
-    (check_loss, "ctc-kd", {"alpha": 0.7}),
-    (check_loss, "hint", None),
-    (check_loss, "sequence-kd", None),
-    (check_metric, "params", None),
-    (check_metric, "size", None),
-    (check_metric, "latency", {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0}),
-    (check_target, "cpu", None),
-    (check_target, "cpu-1thread", None),
-    (check_frontend, "log-mel", {"n_mels": 24}),
-    (check_augmentation, "spec-augment", None),
-    (check_augmentation, "speed-perturb", None),
-    (check_augmentation, "additive-noise", {"probability": 1.0}),
-    (check_metric, "wer", None),
-    (check_metric, "cer", None),
-    (check_student, "deepspeech-ctc", {"hidden": 16}),
-]
-
-
-@pytest.mark.parametrize("check, name, options", BUILTINS, ids=lambda v: getattr(v, "__name__", v))
-def test_builtin_components_conform(check, name, options, kdbench_bench):
-    check(name, options, bench=kdbench_bench)
-
-
-def test_builtin_dataset_conforms(fsdd_root, shared_cache, kdbench_registry):
-    options = {"root": str(fsdd_root), "held_out_speakers": ["theo"], "train_utterances": 8, "test_utterances": 4,
-               "max_digits": 2}
-    corpus = check_dataset("fsdd-digits", options, cache_dir=shared_cache, registry=kdbench_registry)
-    assert set(corpus.tests) == {"test-seen", "test-unseen"}
-
+# ---- the kit on built-in components (every one of them: test_kit_on_builtins.py) ------------
 
 def test_check_plugin_checks_everything_a_plugin_registers(kdbench_registry):
     checked = check_plugin("standard", {"latency": {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0},

@@ -342,6 +342,8 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
         ck.require(all(torch.allclose(cached.output[j, :k], out.output[j, :k], atol=1e-2, rtol=1e-2)
                        for j, k in enumerate(out.lengths.tolist())),
                    "its outputs do not survive the teacher-output cache (stored per utterance in fp16)")
+    ck.require(any(p.requires_grad for p in model.parameters()),
+               "it has no trainable parameters: a teacher or student must learn in a training step")
     loss_name = bench.task.default_loss
     loss = bench.registry.get("losses", loss_name).build(student=model, teacher=None, task=bench.task)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}

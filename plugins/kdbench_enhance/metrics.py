@@ -121,7 +121,9 @@ class Stoi(SpeechQuality):
     """STOI and extended STOI (pystoi; it resamples to 10 kHz internally)."""
 
     kind = "stoi"
-    units = {"stoi": "", "estoi": ""}
+    # a correlation-based index from 0 to 1 (not a percentage, not a MOS); an empty unit
+    # would leave the leaderboard's header without a scale
+    units = {"stoi": "index 0-1", "estoi": "index 0-1"}
 
 
 class Dnsmos(SpeechQuality):
