@@ -4,12 +4,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
+
 REPO = Path(__file__).resolve().parent.parent
+#: kdbench's own plugins: the entry points pyproject.toml declares in the `kdbench` group
+BUILTIN_PLUGINS = tuple(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["kdbench"])
+# Every test, and every kdbench process a test starts, loads these plugins only: a plugin a
+# developer installed (the example plugin, as docs/plugins.md suggests) must not change an
+# outcome. A test that needs a third-party plugin opts in (`load_plugins`, below).
+os.environ["KDBENCH_LOAD_PLUGINS"] = ",".join(BUILTIN_PLUGINS)
 #: 250 real FSDD recordings committed with the tests (README.md beside them: source, licence).
 FSDD_FIXTURE = REPO / "tests" / "data" / "fsdd"
 # Every real-speech test, and every kdbench process a test starts, reads the committed subset:
 # a full FSDD a developer points KDBENCH_FSDD_ROOT at must not change what the tests see.
 os.environ["KDBENCH_FSDD_ROOT"] = str(FSDD_FIXTURE)
+
+
+def load_plugins(monkeypatch, *names: str) -> None:
+    """Opt this test in to the third-party entry points (or distributions) ``names``, on top
+    of the built-ins."""
+    monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", ",".join([*BUILTIN_PLUGINS, *names]))
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,13 @@ from kdbench.errors import AmbiguousComponentError, PluginError
 from kdbench.hookspecs import hookimpl
 from kdbench.plugins import build_registry
 
+from conftest import load_plugins
 
-def make_distribution(tmp_path, monkeypatch, dist: str, modules: dict[str, str], entry_points: dict[str, str]):
-    """A distribution importlib.metadata finds on sys.path, without installing anything."""
+
+def make_distribution(tmp_path, monkeypatch, dist: str, modules: dict[str, str], entry_points: dict[str, str],
+                      load: bool = True):
+    """A distribution importlib.metadata finds on sys.path, without installing anything; with
+    ``load``, the test opts in to its entry points (conftest loads the built-ins only)."""
     info = tmp_path / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # wheel naming: no dash in the name part
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
@@ -22,6 +26,8 @@ def make_distribution(tmp_path, monkeypatch, dist: str, modules: dict[str, str],
     monkeypatch.syspath_prepend(str(tmp_path))
     for module in modules:
         sys.modules.pop(module, None)
+    if load:
+        load_plugins(monkeypatch, *entry_points)
 
 
 GOOD_PLUGIN = """
