@@ -1,7 +1,12 @@
 """Hardware targets on real speech: every model re-measured on every target, quality included;
 unavailable targets give skipped rows, a model that cannot be exported fails only its row."""
 
+import importlib.machinery
 import importlib.util
+import re
+import sys
+import types
+from pathlib import Path
 
 import kdbench  # noqa: F401  first: its OpenMP settings must be in place before torch loads
 import pandas as pd
@@ -177,3 +182,64 @@ def test_an_unexportable_model_gets_one_line_per_exporter_and_no_graph_dump(capf
     assert "\n" not in message and "dynamo: " in message and "\x1b[" not in message
     out, err = capfd.readouterr()
     assert "graph" not in out + err and "aten::" not in out + err  # the exporter's C++ dump stays out of the log
+
+
+def _documented_onnx_runtime_target() -> str:
+    """The python block of docs/plugins.md that writes a target for another ONNX runtime."""
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    section = docs.split("#### A target for another ONNX runtime", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return block
+
+
+def _ort_as_openvino() -> types.ModuleType:
+    """The part of OpenVINO's API the documented example calls, run by ONNX Runtime: the example's
+    use of the shared export and of OnnxDeployed is checked where OpenVINO is not installed."""
+    import onnxruntime as ort
+
+    class Core:
+        def read_model(self, path):
+            return Path(path).read_bytes()
+
+        def compile_model(self, graph, device, config):
+            session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+            return lambda features: session.run(None, {"features": features})
+
+    module = types.ModuleType("openvino")
+    module.__spec__ = importlib.machinery.ModuleSpec("openvino", None)  # found by available()
+    module.__version__ = "stand-in"
+    module.Core = Core
+    return module
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime posing as openvino"])
+def test_documented_onnx_runtime_target_reuses_the_export_and_conforms(runtime, monkeypatch):
+    if runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed")
+    if runtime != "openvino":
+        monkeypatch.setitem(sys.modules, "openvino", _ort_as_openvino())
+    from kdbench_standard.targets import onnx
+
+    plugin = types.ModuleType("docs_openvino_target")
+    exec(compile(_documented_onnx_runtime_target(), "docs/plugins.md (openvino)", "exec"), plugin.__dict__)
+    registry = build_registry(extra_plugins=[plugin])
+    check_target("openvino", registry=registry, require_available=True)
+
+    # one export serves both runtimes, and both give eager PyTorch's outputs
+    exports = []
+    real = onnx._export_module
+    monkeypatch.setattr(onnx, "_export_module", lambda *args: exports.append(args) or real(*args))
+    bench = tiny_bench(registry)
+    torch.manual_seed(0)
+    model = registry.get("students", "gru-ctc").build({"hidden": 16}, model_spec=bench.model_spec).eval()
+    batch = bench.task.collate(bench.corpus.tests["test"])
+    with torch.inference_mode():
+        eager = Deployable(bench.frontend, model).eval()(batch.inputs, batch.input_lengths)
+        deployed = [registry.get("targets", name).build().prepare(Deployable(bench.frontend, model).eval())
+                    for name in ("openvino", "onnxruntime")]
+        outputs = [d(batch.inputs, batch.input_lengths) for d in deployed]
+    assert len(exports) == 1 and deployed[0].onnx_bytes == deployed[1].onnx_bytes
+    for out in outputs:
+        assert torch.equal(out.lengths, eager.lengths)
+        for i, n in enumerate(eager.lengths.tolist()):
+            torch.testing.assert_close(out.output[i, :n], eager.output[i, :n], atol=1e-4, rtol=1e-4)
