@@ -1,8 +1,7 @@
 """The inputs every check runs on: a ``Bench`` assembled from a task's ``KitInputs``.
 
 The core kit knows no task. A plugin that registers a task gives the kit tiny real inputs for
-it in a module ``testing`` of the task's package (``kdbench_asr/testing.py`` for the built-in
-``asr-ctc``)::
+it in a module ``testing`` of the task's package, as kdbench's own task plugins do::
 
     KIT_INPUTS = {"my-task": KitInputs(corpus=tiny_corpus, frontend="my-frontend",
                                        student=lambda spec: Tiny(spec, stride=2),
