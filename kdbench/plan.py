@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbench.errors import SuiteError
-from kdbench.hashing import stable_hash
+from kdbench.records import student_run_key
 from kdbench.suite import Resolved, ResolvedSuite
-
-RUN_FORMAT = 1  # bump when a change to kdbench invalidates finished runs
 
 
 def requires_teacher(loss: Resolved) -> bool:
@@ -34,15 +32,9 @@ class StudentRun:
     seed: int
 
     def key(self, base: dict[str, Any], teacher_keys: dict[int, str], training: dict[str, Any]) -> str:
-        return stable_hash({
-            "format": RUN_FORMAT,
-            "base": base,
-            "student": self.student.config(),
-            "loss": self.loss.config(),
-            "teacher": teacher_keys.get(self.teacher) if self.teacher is not None else None,
-            "seed": self.seed,
-            "training": training,
-        })
+        return student_run_key(base, self.student.config(), self.loss.config(),
+                               teacher_keys.get(self.teacher) if self.teacher is not None else None,
+                               self.seed, training)
 
 
 def plan_student_runs(rs: ResolvedSuite) -> list[StudentRun]:

@@ -42,6 +42,32 @@ SINGULAR = {kind: kind[:-2] if kind.endswith("sses") else kind[:-1] for kind in 
 
 
 @dataclass(frozen=True)
+class Provider:
+    """Which code provides a component: two plugins may register one name, and a result must
+    never be reused, or reported, under an implementation other than the one that computed it."""
+
+    plugin: str  # entry-point name
+    distribution: str | None  # the installed package, None for plugins handed to build_registry
+    version: str | None
+    entry_point: str  # "module" or "module:object" as declared
+    cls: str  # "module:QualifiedName" of the factory
+
+    def identity(self) -> dict[str, str | None]:
+        """What goes into run keys and provenance."""
+        return {"plugin": self.plugin, "distribution": self.distribution, "version": self.version,
+                "entry_point": self.entry_point, "class": self.cls}
+
+    def text(self) -> str:
+        """One line for an MLflow tag or a message: ``dist 1.0 (plugin, module:Class)``."""
+        dist = f"{self.distribution} {self.version}" if self.distribution else "not installed"
+        return f"{dist} ({self.plugin}, {self.cls})"
+
+
+def _qualified_name(factory: Any) -> str:
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__qualname__)}"
+
+
+@dataclass(frozen=True)
 class Component:
     kind: str
     name: str
@@ -49,6 +75,7 @@ class Component:
     options: type[Options]
     summary: str
     plugin: str
+    provider: Provider | None = None
 
     def build(self, options: Options | dict | None = None, **context: Any) -> Any:
         if not isinstance(options, Options):
@@ -62,6 +89,7 @@ class LoadedPlugin:
     distribution: str | None
     version: str | None
     hooks: list[str] = field(default_factory=list)
+    entry_point: str = ""
 
 
 @dataclass
@@ -113,7 +141,10 @@ class Registry:
             options = getattr(factory, "Options", NoOptions)
         if not (isinstance(options, type) and issubclass(options, Options)):
             raise PluginError(f"plugin {plugin!r}: {kind} {name!r} options must subclass kdbench.options.Options")
-        component = Component(kind, name, factory, options, summary or _first_line(factory), plugin)
+        loaded = next((p for p in self.plugins if p.name == plugin), None)
+        provider = Provider(plugin, loaded.distribution if loaded else None, loaded.version if loaded else None,
+                            loaded.entry_point if loaded else "", _qualified_name(factory))
+        component = Component(kind, name, factory, options, summary or _first_line(factory), plugin, provider)
         self.qualified[kind][f"{plugin}:{name}"] = component
         existing = self.components[kind].get(name)
         if existing is not None:
@@ -179,7 +210,8 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             registry.problems.append(f"{origin} was not loaded: " + "; ".join(
                 unknown_name_message("hook", name, sorted(KINDS.values())) for name in unknown))
             continue
-        registry.plugins.append(LoadedPlugin(ep.name, dist.name if dist else None, dist.version if dist else None))
+        registry.plugins.append(LoadedPlugin(ep.name, dist.name if dist else None, dist.version if dist else None,
+                                             entry_point=ep.value))
     for i, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", None) or f"extra-{i}"
         pm.register(plugin, name=name)
@@ -187,7 +219,7 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
         if unknown:
             raise PluginError(f"plugin {name!r} implements a hook kdbench does not define: " + "; ".join(
                 unknown_name_message("hook", n, sorted(KINDS.values())) for n in unknown))
-        registry.plugins.append(LoadedPlugin(name, None, None))
+        registry.plugins.append(LoadedPlugin(name, None, None, entry_point=getattr(plugin, "__name__", name)))
     pm.check_pending()  # every plugin with an unknown hook was refused above
     if os.environ.get(TRACE_ENV):
         def before(hook_name, impls, kwargs):

@@ -113,7 +113,10 @@ class Resolved:
     def config(self) -> dict[str, Any]:
         """The fully resolved configuration (defaults filled in): what changes results. A
         component's ``version`` attribute, bumped when its behaviour changes, invalidates caches."""
-        config = {"name": self.ref.name, "options": self.options.model_dump(mode="json")}
+        config = {"name": self.component.name, "options": self.options.model_dump(mode="json")}
+        if self.component.provider is not None:
+            # which implementation: two plugins may register one name (issue 12)
+            config["provider"] = self.component.provider.identity()
         version = getattr(self.component.factory, "version", None)
         if version is not None:
             config["version"] = version
@@ -194,6 +197,13 @@ def read_suite(path: str | Path) -> Suite:
         return Suite.model_validate(data)
     except ValidationError as exc:
         raise SuiteError(_validation_message(str(path), exc)) from None
+
+
+def suite_identity(path: str | Path) -> tuple[str, str | None, str | None]:
+    """A suite file's name (its file's stem when it has no ``name:``), tracking URI and MLflow
+    experiment, read the way ``kdbench run`` reads them."""
+    suite = read_suite(path)
+    return suite.name, suite.tracking.uri, suite.tracking.experiment
 
 
 _SINGLE = {"task": "tasks", "dataset": "datasets", "frontend": "frontends", "executor": "executors"}
