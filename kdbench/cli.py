@@ -124,8 +124,8 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     Finished work is reused on a second run; --force redoes it. A failing run is recorded
     with its error and the rest go on; the exit code is then 5.
     """
+    from kdbench.board import summary_text
     from kdbench.cache import Cache
-    from kdbench.leaderboard import leaderboard_frame, summary_text
     from kdbench.runner import Runner
     from kdbench.suite import load_suite
     from kdbench.errors import TrackingUnreachable
@@ -156,9 +156,9 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
         runner = Runner(rs, registry, cache=Cache(cache_dir), results_root=results_dir, tracker=tracker,
                         force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
         result = runner.run()
-    # A summary that fits a terminal; every column is in the files listed under it.
-    targets = list(dict.fromkeys(row.target for row in result.rows))  # the suite's order
-    console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(leaderboard_frame(result), result.columns, targets)}\n",
+    # A summary that fits a terminal (as `kdbench leaderboard` prints it); every column is in the
+    # files listed under it.
+    console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(result.board)}\n",
                   highlight=False, soft_wrap=True, markup=False)
     skipped = {row.target: row.error for row in result.rows if row.status == "skipped"}
     for target, reason in skipped.items():
@@ -171,7 +171,8 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     stats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")
     if baseline is not None and tracker is not None and getattr(tracker, "client", None) is not None:
-        _gate(baseline, tracker.client, [tracker.experiment_id], rs.name, report=None, allow_missing=False)
+        _gate(baseline, tracker.client, [tracker.experiment_id], rs.name, report=None, allow_missing=False,
+              target_order=[t.label for t in rs.targets])
     elif baseline is not None:
         err_console.print(f"[yellow]warning:[/] not compared with {baseline}: the results are not in a tracking store "
                           "(run `kdbench sync`, then `kdbench compare`)", highlight=False, soft_wrap=True)
@@ -270,7 +271,7 @@ def _print_report_paths(paths: list[Path]) -> None:
 
 def _print_frame(frame, title):
     if not console.is_terminal:  # logs and CI: a Markdown table does not wrap into columns of letters
-        from kdbench.leaderboard import to_markdown
+        from kdbench.board.render import to_markdown
 
         console.print(f"{title}\n\n{to_markdown(frame)}", highlight=False, soft_wrap=True)
         return
@@ -285,49 +286,23 @@ def _print_frame(frame, title):
 # ---- leaderboards, regression gate and sync (read MLflow, not private files) ---------------------
 def _suite_ref(suite: str | None, tracking_uri: str | None, experiment: str | None):
     """SUITE may be a suite file (its name, tracking URI and experiment are used) or a bare name."""
+    from kdbench.suite import suite_identity
     from kdbench.tracking import resolve_tracking_uri
 
     suite_uri = None
     if suite and Path(suite).suffix in (".yaml", ".yml") and Path(suite).is_file():
-        import yaml
-
-        data = yaml.safe_load(Path(suite).read_text()) or {}
-        tracking = data.get("tracking") or {}
-        # a suite without `name:` is named after its file, as kdbench run names it (suite.py)
-        suite, suite_uri = data.get("name") or Path(suite).stem, tracking.get("uri")
-        experiment = experiment or tracking.get("experiment")
+        suite, suite_uri, suite_experiment = suite_identity(suite)
+        experiment = experiment or suite_experiment
     return suite, resolve_tracking_uri(tracking_uri, suite_uri), experiment
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
+def _target_order(suite_file: str | None) -> list[str]:
+    """The targets in the order the suite file lists them (a bare suite name: the store's order)."""
+    if suite_file and Path(suite_file).suffix in (".yaml", ".yml") and Path(suite_file).is_file():
+        from kdbench.suite import read_suite
 
-    from kdbench.errors import TrackingError
-    from kdbench.tracking import _first_line
-
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise TrackingError(f"no MLflow tracking store at {uri} (run a suite first, or pass --tracking-uri)")
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
-    except Exception as exc:
-        raise TrackingError(f"cannot read MLflow tracking store {uri}: {_first_line(exc)}") from None
-    return client
-
-
-def _board(client, suite, experiment, **kwargs):
-    from kdbench.errors import TrackingError
-    from kdbench.mlflow_leaderboard import build, experiment_ids
-
-    ids = experiment_ids(client, suite, experiment)
-    if not ids:
-        raise TrackingError(f"no MLflow experiment for suite {suite!r} in this store "
-                            f"(expected {experiment or 'kdbench-' + str(suite)})")
-    return build(client, ids, suite, **kwargs)
+        return [t.display for t in read_suite(suite_file).targets]
+    return []
 
 
 _tracking_option = click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's, "
@@ -338,8 +313,9 @@ _experiment_option = click.option("--experiment", help="MLflow experiment (defau
 @main.command()
 @click.argument("suite", required=False)
 @click.option("--target", help="Only this target.")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "html", "json"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["summary", "table", "md", "csv", "html", "json"]),
+              default="summary", show_default=True,
+              help="summary: the key columns per target, as `kdbench run` prints them; table: every column.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write leaderboard.{csv,json,md,html} and Pareto PNGs to this directory.")
 @click.option("--min-coverage", type=click.FloatRange(0, 1), default=0.95, show_default=True,
@@ -353,19 +329,16 @@ _experiment_option = click.option("--experiment", help="MLflow experiment (defau
 def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, refresh, tracking_uri, experiment):
     """The leaderboard of SUITE (a suite file or name; all experiments if omitted) from MLflow:
     every evaluation run in the tracking store, from this machine or another."""
+    from kdbench.board import build, display, render, write_all
     from kdbench.cache import Cache
-    from kdbench.mlflow_leaderboard import display, render, write_all
+    from kdbench.tracking import experiment_for, open_store
 
+    order = _target_order(suite)
     suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
-    client = _client(uri)
-    options = dict(target=target, min_coverage=min_coverage, metric=metric, bootstrap=not no_bootstrap,
-                   cache_dir=Cache(None).root / "mlflow-runs", refresh=refresh)
-    if suite is None and experiment is None:
-        from kdbench.mlflow_leaderboard import build
-
-        board = build(client, [e.experiment_id for e in client.search_experiments()], None, **options)
-    else:
-        board = _board(client, suite, experiment, **options)
+    client = open_store(uri)
+    board = build(client, experiment_for(client, suite, experiment, uri), suite, target=target,
+                  min_coverage=min_coverage, metric=metric, bootstrap=not no_bootstrap,
+                  cache_dir=Cache(None).root / "mlflow-runs", refresh=refresh, target_order=order)
     if board.empty:
         on = f" on target {target}" if target else ""
         err_console.print(f"no finished evaluation runs for {suite or 'any suite'}{on} in {uri}", highlight=False)
@@ -373,34 +346,33 @@ def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, ref
     if out is not None:
         for path in write_all(board, out, f"Leaderboard: {suite or 'all suites'}"):
             err_console.print(f"wrote {path}", highlight=False)
+    title = f"leaderboard: {suite or 'all suites'} ({board.runs} evaluation runs, {uri})"
     if fmt == "table":
-        _print_frame(display(board), f"leaderboard: {suite or 'all suites'} ({board.runs} evaluation runs, {uri})")
+        _print_frame(display(board), title)
+    elif fmt == "summary":
+        console.print(f"{title}\n\n{render(board, fmt)}", highlight=False, soft_wrap=True, markup=False, end="")
     else:
         click.echo(render(board, fmt), nl=False)
 
 
-def _gate(baseline_path, client, exp_ids, suite, report, allow_missing):
+def _gate(baseline_path, client, exp_ids, suite, report, allow_missing, target_order=()):
+    from kdbench.board import build
     from kdbench.errors import BaselineError, RegressionFound
-    from kdbench.mlflow_leaderboard import build
-    from kdbench.regression import compare, load
+    from kdbench.regression import compare, failure, load
 
     baseline = load(baseline_path)
     if suite and baseline.get("suite") and baseline["suite"] != suite:
         raise BaselineError(f"{baseline_path}: baseline is for suite {baseline['suite']!r}, not {suite!r}")
-    board = build(client, exp_ids, suite or baseline.get("suite"), bootstrap=False)
+    board = build(client, exp_ids, suite or baseline.get("suite"), bootstrap=False, target_order=target_order)
     result = compare(baseline, board)
     text = result.text()
     console.print(text, highlight=False, markup=False, soft_wrap=True, end="")
     if report is not None:
         Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(text)
-    if result.regressions:
-        worst = result.regressions[0]
-        raise RegressionFound(f"{len(result.regressions)} regression(s) against {baseline_path}, e.g. {worst.metric} "
-                              f"of {worst.row}: {worst.baseline:.4g} -> {worst.current:.4g}")
-    if result.missing and not allow_missing:
-        raise RegressionFound(f"{len(result.missing)} baseline value(s) missing from the latest results "
-                              f"(see MISSING above; --allow-missing to ignore, or `kdbench baseline update`)")
+    verdict = failure(result, baseline_path, allow_missing)
+    if verdict:
+        raise RegressionFound(verdict)
     console.print(f"[green]ok[/] no regressions against {baseline_path}", highlight=False)
 
 
@@ -418,18 +390,14 @@ def compare(suite, baseline_path, report, allow_missing, tracking_uri, experimen
     prints every regression with its size and exits 7 if there is one."""
     from kdbench.regression import load
 
+    from kdbench.tracking import experiment_for, open_store
+
     data = load(baseline_path)  # a bad baseline is reported before the store is touched
+    order = _target_order(suite)
     suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
     suite = suite or data.get("suite")
-    client = _client(uri)
-    from kdbench.mlflow_leaderboard import experiment_ids
-
-    ids = experiment_ids(client, suite, experiment)
-    if not ids:
-        from kdbench.errors import TrackingError
-
-        raise TrackingError(f"no MLflow experiment for suite {suite!r} in {uri}")
-    _gate(baseline_path, client, ids, suite, report, allow_missing)
+    client = open_store(uri)
+    _gate(baseline_path, client, experiment_for(client, suite, experiment, uri), suite, report, allow_missing, order)
 
 
 @main.group()
@@ -459,7 +427,11 @@ def baseline_update(suite, baseline_path, tracking_uri, experiment):
     suite = suite or (previous or {}).get("suite")
     if not suite:
         raise BaselineError("name the suite: kdbench baseline update SUITE --baseline FILE")
-    board = _board(_client(uri), suite, experiment, bootstrap=False)
+    from kdbench.board import build
+    from kdbench.tracking import experiment_for, open_store
+
+    client = open_store(uri)
+    board = build(client, experiment_for(client, suite, experiment, uri), suite, bootstrap=False)
     if board.empty:
         raise BaselineError(f"no finished evaluation runs of suite {suite!r} in {uri}: nothing to baseline")
     data = make(board, previous=previous, suite=suite)

@@ -141,13 +141,35 @@ class Loss(nn.Module):
 
 @dataclass
 class Measurement:
-    """One reported number with the metadata a leaderboard needs to sort and label it."""
+    """One reported number with what a leaderboard and the regression gate need to know about
+    it. A metric declares its own semantics, so the core sorts, plots and gates a new metric in a
+    new unit (joules, say) without knowing its name."""
 
     name: str
     value: float
     unit: str = ""
     higher_is_better: bool = False
     coverage: tuple[int, int] | None = None  # (scored, total) utterances
+    #: ``quality`` (what distillation should improve: ranked, compared with the teacher),
+    #: ``cost`` (what a deployment pays: latency, size; plotted against quality), or
+    #: ``condition`` (the circumstances of the measurement, such as machine load: shown,
+    #: never ranked or gated)
+    kind: str = "quality"
+    #: the regression gate's default for this metric, one of ``{"abs": x}`` (units),
+    #: ``{"rel": x}`` (fraction of the baseline) or ``{"ratio": x}`` (factor), optionally with
+    #: ``"floor": y`` (a change of at most y units is noise); None: the gate's catch-all
+    tolerance: dict[str, float] | None = None
+    #: axis scale when plotted: ``linear`` or ``log`` (sizes spanning orders of magnitude)
+    scale: str = "linear"
+    #: one of the few columns shown first (terminal summary, HTML page) and, for a cost, a
+    #: Pareto axis
+    headline: bool = False
+    #: a cost whose teacher-over-student ratio is shown as the speed-up vs the teacher
+    speedup: bool = False
+    #: False for a value that restates another gated one (so one slowdown is not reported twice)
+    gated: bool = True
+    #: for a condition: above this value the row's costs are suspect and the row carries a note
+    warn_above: float | None = None
     # Per-utterance scores (in the order of the evaluated examples) so a leaderboard can put
     # a paired bootstrap confidence interval on a difference. ``value`` must equal the
     # ``weights``-weighted mean of ``samples`` (corpus WER = per-utterance WER weighted by

@@ -23,19 +23,6 @@ SAMPLES_ABOVE_PERCENTILE = 6.4
 # Other processes using more than this many cores while we time flag the row as contended.
 CONTENTION_CORES = 0.25
 MIN_WINDOW = 0.5  # seconds of machine load observed per measurement, at least
-# Units of measurements that describe the conditions of a measurement, not the model
-# (the load other processes put on the machine): flagged, never ranked or gated.
-CONDITION_UNITS = ("cores",)
-
-
-def timing_note(measurements: dict[str, float], columns: dict[str, tuple[str, bool]]) -> str:
-    """Why a row's timings should not be trusted, or '' (e.g. other processes were busy)."""
-    for name, (unit, _) in columns.items():
-        value = measurements.get(name)
-        if unit in CONDITION_UNITS and value is not None and not math.isnan(value) and value > CONTENTION_CORES:
-            return f"timed under load: {value:.2f} other cores busy"
-    return ""
-
 
 def min_samples(q: float) -> int:
     """Fewest timed runs that support the ``q`` quantile (0.9 -> 64, 0.99 -> 640)."""

@@ -28,33 +28,25 @@ from typing import Any
 import yaml
 
 from kdbench.errors import BaselineError
-from kdbench.measurement import CONDITION_UNITS  # measurement conditions (machine load), never gated
+from kdbench.records import IDENTITY as _BOARD_IDENTITY, MetricMeta
 
 SCHEMA = 1
-IDENTITY = ("role", "model", "teacher", "loss", "target")
+IDENTITY = tuple(k for k in _BOARD_IDENTITY if k != "suite")  # a baseline file is of one suite
 KINDS = ("abs", "rel", "ratio")
-TIMING_UNITS = ("ms", "x", "GFLOP/s")
-# shown but not gated: achieved GFLOP/s over the machine's ceiling, so achieved_gflops is the
-# gated value and gating both would report one slowdown twice
-DERIVED = ("pct_of_peak",)
+CATCH_ALL = {"rel": 0.02}
 
 
-def default_tolerances(columns: dict[str, tuple[str, bool]]) -> dict[str, dict[str, float]]:
-    """Starting tolerances by unit; the file is meant to be edited. Patterns match metric names
-    (fnmatch); the first match wins, so specific patterns come first."""
-    tol: dict[str, dict[str, float]] = {}
-    for name, (unit, _) in columns.items():
-        if name.startswith("cold_start"):  # one-shot: ORT's 5 ms start read 15 ms on an unchanged rerun
-            tol[name] = {"ratio": 3.0, "floor": 25.0}
-        elif unit in TIMING_UNITS:
-            # on a quiet 2-core VM (other processes < 0.04 cores) unchanged reruns moved timings
-            # by up to 2.3x: the VM's own speed drifts, so a 2x gate failed nightly on noise
-            tol[name] = {"ratio": 3.0}
-        elif unit == "%":  # error rates: percentage points
-            tol[name] = {"abs": 1.0}
-        elif name.startswith("peak_mem"):  # the allocator's reuse moves it by megabytes, up or down
-            tol[name] = {"abs": 32.0}
-    tol["*"] = {"rel": 0.02}
+def gated(meta: MetricMeta) -> bool:
+    """Conditions of a measurement (machine load) and values that restate a gated one are shown,
+    never gated."""
+    return meta.kind != "condition" and meta.gated
+
+
+def default_tolerances(columns: dict[str, MetricMeta]) -> dict[str, dict[str, float]]:
+    """The tolerance each metric declares, then the catch-all; the file is meant to be edited.
+    Patterns match metric names (fnmatch); the first match wins, so specific patterns come first."""
+    tol = {name: dict(meta.tolerance) for name, meta in columns.items() if meta.tolerance and gated(meta)}
+    tol["*"] = dict(CATCH_ALL)
     return tol
 
 
@@ -66,7 +58,7 @@ def merge_tolerances(kept: dict[str, dict[str, float]], defaults: dict[str, dict
     for name, tol in defaults.items():
         if name != "*" and not any(fnmatch.fnmatchcase(name, p) for p in own):
             merged[name] = tol
-    merged["*"] = kept.get("*", defaults.get("*", {"rel": 0.02}))
+    merged["*"] = kept.get("*", defaults.get("*", CATCH_ALL))
     return merged
 
 
@@ -156,13 +148,13 @@ def load(path: Path) -> dict[str, Any]:
 
 def make(board, *, previous: dict[str, Any] | None = None, suite: str | None = None) -> dict[str, Any]:
     """A baseline from the latest rows of a leaderboard; tolerances kept from ``previous``."""
-    from kdbench.mlflow_leaderboard import latest
+    from kdbench.board import latest
 
     frame = latest(board)
     rows = []
     for rec in frame.to_dict("records"):
-        values = {m: float(rec[m]) for m, (unit, _) in board.columns.items()
-                  if m in rec and not _nan(rec[m]) and unit not in CONDITION_UNITS and m not in DERIVED}
+        values = {m: float(rec[m]) for m, meta in board.columns.items()
+                  if m in rec and not _nan(rec[m]) and gated(meta)}
         rows.append({**{k: rec[k] for k in IDENTITY}, "n": int(rec["n"]), "values": values,
                      "provenance": {"git_commit": rec.get("git_commit", ""), "config_hash": rec.get("kdbench.config_hash", ""),
                                     "host.cpu": rec.get("host.cpu", "")}})
@@ -170,7 +162,8 @@ def make(board, *, previous: dict[str, Any] | None = None, suite: str | None = N
     return {"schema": SCHEMA, "suite": suite or (frame["suite"].iloc[0] if len(frame) else None),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tolerances": tolerances,
-            "metrics": {m: {"unit": u, "higher_is_better": h} for m, (u, h) in board.columns.items()},
+            "metrics": {m: {"unit": meta.unit, "higher_is_better": meta.higher_is_better}
+                        for m, meta in board.columns.items()},
             "rows": rows}
 
 
@@ -210,7 +203,7 @@ def allowed_worsening(kind: str, amount: float, base: float, higher_is_better: b
 
 
 def compare(baseline: dict[str, Any], board) -> Comparison:
-    from kdbench.mlflow_leaderboard import latest
+    from kdbench.board import latest
 
     current = {tuple(r[k] for k in IDENTITY): r for r in latest(board).to_dict("records")}
     tolerances = baseline.get("tolerances") or {}
@@ -224,8 +217,8 @@ def compare(baseline: dict[str, Any], board) -> Comparison:
                                         "(renamed or removed? update the baseline)"))
             continue
         for metric, base in row["values"].items():
-            meta = board.columns.get(metric) or tuple(baseline["metrics"].get(metric, {}).values()) or ("", False)
-            unit, hib = meta[0], bool(meta[1])
+            meta = board.columns.get(metric) or MetricMeta(**baseline["metrics"].get(metric, {}))
+            unit, hib = meta.unit, bool(meta.higher_is_better)
             if metric not in now or _nan(now[metric]):
                 out.findings.append(Finding("missing", metric, label, allowed="metric not in the latest results "
                                             "(no longer measured? update the baseline)"))
@@ -242,3 +235,17 @@ def compare(baseline: dict[str, Any], board) -> Comparison:
             elif -worse_by > allowed + 1e-12 and allowed > 0:
                 out.findings.append(Finding("improvement", metric, label, base, value, shown, unit))
     return out
+
+
+
+def failure(result: Comparison, baseline_path: Path, allow_missing: bool = False) -> str | None:
+    """The one-line verdict when the gate fails (a regression, or a missing value unless
+    ``allow_missing``), else None."""
+    if result.regressions:
+        worst = result.regressions[0]
+        return (f"{len(result.regressions)} regression(s) against {baseline_path}, e.g. {worst.metric} "
+                f"of {worst.row}: {worst.baseline:.4g} -> {worst.current:.4g}")
+    if result.missing and not allow_missing:
+        return (f"{len(result.missing)} baseline value(s) missing from the latest results "
+                f"(see MISSING above; --allow-missing to ignore, or `kdbench baseline update`)")
+    return None

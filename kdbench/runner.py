@@ -6,22 +6,24 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from kdbench.board import from_result
 from kdbench.cache import Cache
 from kdbench.errors import CheckpointError
 from kdbench.evaluation import evaluate
+from kdbench import records
 from kdbench.hashing import file_hash, stable_hash
-from kdbench.leaderboard import primary_column
-from kdbench.interfaces import Corpus, Measurement, Model, ModelSpec, Task
+from kdbench.interfaces import Corpus, Model, ModelSpec, Task
 from kdbench.pipeline import InputPipeline
 from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_layers
 from kdbench.plugins import Registry
 from kdbench.provenance import provenance
+from kdbench.records import MetricMeta, Row, RunIdentity, SuiteResult
 from kdbench.run_store import RunStore
 from kdbench.suite import Resolved, ResolvedSuite, TrainingConfig
 from kdbench.teacher_outputs import TeacherOutputStore, build_teacher_outputs
@@ -39,50 +41,24 @@ class Progress:
 
 
 @dataclass
-class Row:
-    """One model evaluated on one target (or a failure to produce it)."""
-
-    role: str  # "teacher" or "student"
-    model: str
-    teacher: str
-    loss: str
-    seed: int | None
-    target: str
-    status: str  # "ok", "failed", "skipped"
-    run_key: str
-    params: int | None = None
-    error: str = ""
-    reused: bool = False
-    measurements: dict[str, float] = field(default_factory=dict)
-
-    def flat(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "measurements"}
-        d.update(self.measurements)
-        return d
-
-
-@dataclass
-class SuiteResult:
-    suite: str
-    rows: list[Row]
-    columns: dict[str, tuple[str, bool]]  # measurement name -> (unit, higher_is_better)
-    out_dir: Path
-    parent_run_id: str | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
-    reports: list[Path] = field(default_factory=list)
-    provenance: dict[str, str] = field(default_factory=dict)  # what every row of this invocation depends on
-
-    @property
-    def failures(self) -> list[Row]:
-        return [r for r in self.rows if r.status == "failed"]
-
-
-@dataclass
 class TeacherState:
     model: Model
     key: str
     label: str
     outputs: TeacherOutputStore | None = None
+
+
+@dataclass
+class Evaluated:
+    """A trained (or loaded) model about to be measured on every target, and what its
+    evaluation runs are tagged with."""
+
+    model: Model
+    run_key: str
+    identity: RunIdentity
+    reused: bool
+    parent: str | None  # the model's MLflow run
+    tags: dict[str, str]  # identity, hashes and providers, shared by all its evaluations
 
 
 def _error_text(exc: BaseException) -> str:
@@ -103,7 +79,7 @@ class Runner:
         self.force_teachers = force_teachers
         self.reevaluate = reevaluate or self.force
         self.progress = progress or Progress()
-        self.columns: dict[str, tuple[str, bool]] = {}
+        self.columns: dict[str, MetricMeta] = {}
         self.stats: dict[str, Any] = {"teacher_forward_passes": 0, "teachers_trained": 0,
                                       "students_trained": 0, "runs_reused": 0}
 
@@ -130,24 +106,31 @@ class Runner:
         self.targets = [(t, t.build()) for t in rs.targets]
 
     # ---- teachers and references ----------------------------------------------------------
+    def _providers(self, **models: Resolved | None) -> dict[str, str]:
+        """Provider tags of everything a row depends on besides its targets and metrics."""
+        rs = self.rs
+        return records.provider_tags({"task": rs.task, "dataset": rs.dataset, "frontend": rs.frontend, **models})
+
     def _fixed_model_rows(self, role: str, resolved: Resolved, obtain: Callable[[], TeacherState]) -> list[Row]:
         """Rows of a model that is not distilled in this suite (a teacher, a reference)."""
-        row_base = dict(role=role, model=resolved.label, teacher="",
-                        loss=(self.task.default_loss or "") if role == "teacher" else "", seed=None, run_key="")
-        child = self._track_start(f"{role} {resolved.label}", {"kdbench.role": role, **self._identity_tags(row_base)})
+        identity = RunIdentity(self.rs.name, role, resolved.label,
+                               loss=(self.task.default_loss or "") if role == "teacher" else "")
+        tags = {**identity.tags(), **self._providers(**{role: resolved})}
+        child = self._track_start(f"{role} {resolved.label}", {records.RUN_KIND: role, **tags})
+        key = ""
         try:
             state = obtain()
-            row_base["run_key"] = state.key
-            ident = {"kdbench.teacher_hash": state.key if role == "teacher" else "", "kdbench.config_hash": state.key}
+            key = state.key
+            tags.update({records.TEACHER_HASH: key if role == "teacher" else "", records.CONFIG_HASH: key})
             if child:
                 self.tracker.log(child, params=flatten("", {role: resolved.config(), "base": self.base}),
-                                 tags={f"kdbench.{role}_key": state.key, **ident, **self.provenance})
-            rows = self._evaluate_on_targets(state.model, state.key, row_base, False, child, ident)
+                                 tags={f"kdbench.{role}_key": key, **tags, **self.provenance})
+            rows = self._evaluate_on_targets(Evaluated(state.model, key, identity, False, child, tags))
             self._track_finish(child, all(r.status != "failed" for r in rows))
             return rows
         except Exception as exc:
             self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
-            return [Row(**row_base, target=t.label, status="failed", error=_error_text(exc)) for t, _ in self.targets]
+            return [_failed(identity, key, t.label, exc) for t, _ in self.targets]
 
     def _obtain_reference(self, index: int) -> TeacherState:
         ref = self.rs.suite.references[index]
@@ -158,7 +141,7 @@ class Runner:
             load_checkpoint(model, ref.checkpoint, f"references[{index}].checkpoint")
             checkpoint = file_hash(ref.checkpoint)
         data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
-        key = stable_hash({"reference": resolved.config(), "checkpoint": checkpoint, "base": data})
+        key = records.loaded_model_key("reference", resolved.config(), checkpoint, data)
         return TeacherState(model.eval(), key, resolved.label)
 
 
@@ -173,15 +156,12 @@ class Runner:
         seed_everything(0)  # initial weights from the seed, not from whatever ran before in this process
         model: Model = resolved.build(model_spec=self.model_spec)
         if ref.checkpoint is not None:
-            key = stable_hash({"teacher": resolved.config(), "checkpoint": file_hash(ref.checkpoint),
-                               "base": self.base})
+            key = records.loaded_model_key("teacher", resolved.config(), file_hash(ref.checkpoint), self.base)
             load_checkpoint(model, ref.checkpoint, f"teachers[{index}].checkpoint")
             return TeacherState(model, key, resolved.label)
         training = ref.training or self.rs.suite.training
-        # how students later read the teacher's outputs does not change the teacher itself
         data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
-        key = stable_hash({"teacher": resolved.config(), "training": training.model_dump(), "base": data,
-                           "loss": self.task.default_loss})
+        key = records.trained_teacher_key(resolved.config(), training.model_dump(), data, self.task.default_loss)
         state = None if self.force_teachers else self.cache.load("teachers", key)
         if state is not None:
             model.load_state_dict(state)
@@ -239,21 +219,16 @@ class Runner:
         teacher_label = teacher.label if teacher else (self.rs.teachers[run.teacher].label if run.teacher is not None else "")
         training = self.rs.suite.training
         key = run.key(self.base, {i: t.key for i, t in self.teachers.items()}, training.model_dump())
-        row_base = dict(role="student", model=run.student.label, teacher=teacher_label, loss=run.loss.label,
-                        seed=run.seed, run_key=key)
+        identity = RunIdentity(self.rs.name, "student", run.student.label, teacher_label, run.loss.label, run.seed)
         teacher_key = self.teachers[run.teacher].key if run.teacher in self.teachers else ""
-        # the config hash leaves out the seed: seeds of one configuration fold into one row
-        config_hash = stable_hash({"student": run.student.config(), "loss": run.loss.config(), "teacher": teacher_key,
-                                   "training": training.model_dump(), "base": self.base})
-        # the student as trained, whatever the loss: pairs a KD student with its no-KD baseline
-        student_hash = stable_hash({"student": run.student.config(), "training": training.model_dump(),
-                                    "base": self.base})
-        ident = {"kdbench.teacher_hash": teacher_key, "kdbench.config_hash": config_hash,
-                 "kdbench.student_hash": student_hash}
-        child = self._track_start(f"student {run.student.label} · {run.loss.label}"
-                                  + (f" ← {teacher_label}" if teacher_label else "") + f" · seed {run.seed}",
-                                  {"kdbench.role": "student", "kdbench.run_key": key, **self._identity_tags(row_base),
-                                   **ident})
+        student, loss_config = run.student.config(), run.loss.config()
+        tags = {**identity.tags(), records.RUN_KEY: key, records.TEACHER_HASH: teacher_key,
+                records.CONFIG_HASH: records.config_hash(self.base, student, loss_config, teacher_key,
+                                                         training.model_dump()),
+                records.STUDENT_HASH: records.student_hash(self.base, student, training.model_dump()),
+                **self._providers(student=run.student, loss=run.loss,
+                                  teacher=self.rs.teachers[run.teacher] if run.teacher is not None else None)}
+        child = self._track_start(f"student {identity.describe()}", {records.RUN_KIND: "student", **tags})
         try:
             if run.teacher is not None and teacher is None:
                 raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
@@ -273,7 +248,7 @@ class Runner:
                                      training, run.seed, source, copies)
                 self.store.save_checkpoint(key, model.state_dict())
                 record = {"seconds": report.seconds, "final_loss": report.final_loss, "history": report.history,
-                          "config": {"student": run.student.config(), "loss": run.loss.config(),
+                          "config": {"student": student, "loss": loss_config,
                                      "teacher": teacher.key if teacher else None, "seed": run.seed,
                                      "training": training.model_dump()}}
                 self.store.save_training(key, record)
@@ -282,113 +257,78 @@ class Runner:
             if child:
                 self.tracker.log(child, params=flatten("", {**record["config"], "base": self.base}),
                                  metrics={"train.seconds": record["seconds"], "train.final_loss": record["final_loss"]},
-                                 tags={"kdbench.reused": reused, **self.provenance},
+                                 tags={records.REUSED: reused, **self.provenance},
                                  steps=[("train.loss", s, v) for s, v in record["history"]])
                 self.tracker.artifact(child, self.store.checkpoint_path(key))
-            rows = self._evaluate_on_targets(model, key, row_base, reused, child, ident)
+            rows = self._evaluate_on_targets(Evaluated(model, key, identity, reused, child, tags))
             self._track_finish(child, all(r.status != "failed" for r in rows))
             return rows
         except Exception as exc:  # one crashed run is recorded; the suite goes on
             self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
-            return [Row(**row_base, target=label, status="failed", error=_error_text(exc))
-                    for label in [t.label for t, _ in self.targets]]
+            return [_failed(identity, key, t.label, exc) for t, _ in self.targets]
 
     # ---- evaluation ---------------------------------------------------------------------
-    def _identity_tags(self, row_base: dict) -> dict[str, str]:
-        """What a leaderboard row is about, as tags, so it can be built from ``search_runs`` alone."""
-        return {"kdbench.suite": self.rs.name, "kdbench.model_role": row_base["role"],
-                "kdbench.model": row_base["model"], "kdbench.teacher": row_base["teacher"],
-                "kdbench.loss": row_base["loss"], "kdbench.seed": "" if row_base["seed"] is None else str(row_base["seed"])}
-
-    def _evaluate_on_targets(self, model: Model, run_key: str, row_base: dict, reused: bool, parent: str | None,
-                             ident: dict[str, str]) -> list[Row]:
+    def _evaluate_on_targets(self, evaluated: Evaluated) -> list[Row]:
         rows = []
-        n_params = sum(p.numel() for p in model.parameters())
-        what = row_base["model"] + (f" · {row_base['loss']} · seed {row_base['seed']}" if row_base["role"] == "student" else "")
-        handle = self.progress.start(f"evaluate {what}", len(self.targets))
+        n_params = sum(p.numel() for p in evaluated.model.parameters())
+        handle = self.progress.start(f"evaluate {evaluated.identity.describe()}", len(self.targets))
         try:
             for resolved, target in self.targets:
-                rows.append(self._evaluate_on_target(model, run_key, row_base, reused, parent, ident, n_params,
-                                                     resolved, target))
+                rows.append(self._evaluate_on_target(evaluated, n_params, resolved, target))
                 self.progress.update(handle, len(rows))
         finally:
             self.progress.stop(handle)
         return rows
 
-    def _evaluate_on_target(self, model: Model, run_key: str, row_base: dict, reused: bool, parent: str | None,
-                            ident: dict[str, str], n_params: int, resolved: Resolved, target: Any) -> Row:
-        row = Row(**row_base, target=resolved.label, status="ok", params=n_params, reused=reused)
+    def _evaluate_on_target(self, ev: Evaluated, n_params: int, resolved: Resolved, target: Any) -> Row:
+        identity = ev.identity
+        row = Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, resolved.label,
+                  "ok", ev.run_key, params=n_params, reused=ev.reused, started=time.time())
         ok, reason = target.available()
         if not ok:
             row.status, row.error = "skipped", reason
             return row
-        target_key = stable_hash({"target": resolved.config(), "metrics": [m.config() for m in self.rs.metrics]})
-        record = None if self.reevaluate else self.store.load_evaluation(run_key, target_key)
+        target_key = records.target_key(resolved.config(), [m.config() for m in self.rs.metrics])
+        record = None if self.reevaluate else self.store.load_evaluation(ev.run_key, target_key)
         try:
             if record is None:
-                result = evaluate(model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
+                result = evaluate(ev.model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
                 # per-utterance samples go to their own file: the record stays small
                 record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
                                            for m in result.measurements],
                           "target": {**resolved.config(), **target.describe()}}
-                self.store.save_scores(run_key, target_key, result.scores)
-                self.store.save_evaluation(run_key, target_key, record, result.predictions)
+                self.store.save_scores(ev.run_key, target_key, result.scores)
+                self.store.save_evaluation(ev.run_key, target_key, record, result.predictions)
             else:
                 row.reused = True
         except Exception as exc:
             row.status, row.error = "failed", _error_text(exc)
             return row
-        # metric metadata travels as tags, so a leaderboard built from MLflow alone knows
-        # units, sort direction and coverage without the plugin that computed them
-        metric_tags: dict[str, str] = {}
         for m in record["measurements"]:
-            measurement = Measurement(**{**m, "coverage": tuple(m["coverage"]) if m.get("coverage") else None})
-            row.measurements[measurement.name] = measurement.value
-            self.columns.setdefault(measurement.name, (measurement.unit, measurement.higher_is_better))
-            metric_tags[f"kdbench.metric.{measurement.name}.unit"] = measurement.unit
-            metric_tags[f"kdbench.metric.{measurement.name}.higher_is_better"] = str(measurement.higher_is_better)
-            if measurement.coverage:
-                metric_tags[f"kdbench.metric.{measurement.name}.coverage"] = "%d/%d" % measurement.coverage
-        primary = primary_column({m["name"]: None for m in record["measurements"]})
-        if primary:
-            metric_tags["kdbench.primary_metric"] = primary
-        if parent:
-            seed = f" · seed {row_base['seed']}" if row_base["seed"] is not None else ""
-            loss = f" · {row_base['loss']}" if row_base["role"] == "student" else ""
-            config_hash = stable_hash({"run": ident.get("kdbench.config_hash", run_key), "target": target_key})
-            grandchild = self.tracker.start(
-                f"{row_base['model']}{loss}{seed} @ {resolved.label}", parent,
-                {"kdbench.role": "evaluation", "kdbench.target": resolved.label, "kdbench.run_key": run_key,
-                 "kdbench.target_key": target_key, **self._identity_tags(row_base), **ident,
-                 "kdbench.config_hash": config_hash})
+            row.measurements[m["name"]] = m["value"]
+            self.columns.setdefault(m["name"], MetricMeta.of(m))
+        primary = records.primary_metric({m["name"]: MetricMeta.of(m) for m in record["measurements"]})
+        row.tags = {**ev.tags, records.RUN_KIND: "evaluation", records.TARGET: resolved.label,
+                    records.RUN_KEY: ev.run_key, records.TARGET_KEY: target_key,
+                    records.EVALUATION_HASH: records.evaluation_hash(ev.tags.get(records.CONFIG_HASH, ev.run_key),
+                                                                     target_key),
+                    **records.provider_tags({"target": resolved,
+                                             **{f"metric.{m.label}": m for m in self.rs.metrics}}),
+                    **self.provenance, **records.metric_tags(record["measurements"]),
+                    **({records.PRIMARY_METRIC: primary} if primary else {})}
+        scores = self.store.scores_path(ev.run_key, target_key)
+        row.scores_path = scores if scores.exists() else None
+        if ev.parent:
+            grandchild = self.tracker.start(f"{identity.describe()} @ {resolved.label}", ev.parent,
+                                            {records.RUN_KIND: "evaluation", **identity.tags()})
             self.tracker.log(grandchild, params=flatten("target", record["target"]), metrics=row.measurements,
-                             tags={**self.provenance, **metric_tags})
-            for path in self.store.prediction_paths(run_key, target_key):
+                             tags=row.tags)
+            for path in self.store.prediction_paths(ev.run_key, target_key):
                 self.tracker.artifact(grandchild, path, "predictions")
-            scores = self.store.scores_path(run_key, target_key)
-            if scores.exists():
+            if row.scores_path:
                 self.tracker.artifact_as(grandchild, scores, "scores.json")
             self.tracker.finish(grandchild)
-        row.run_key = run_key
         return row
-
-    def _add_teacher_gaps(self, rows: list[Row]) -> None:
-        """Student minus its teacher on the first per-split metric, per split and target."""
-        primary = next((name.split("/", 1)[1] for name in self.columns if "/" in name), None)
-        if primary is None:
-            return
-        teachers = {(r.model, r.target): r for r in rows if r.role == "teacher" and r.status == "ok"}
-        for row in rows:
-            t = teachers.get((row.teacher, row.target))
-            if row.role != "student" or row.status != "ok" or t is None:
-                continue
-            for split in self.corpus.tests:
-                name = f"{split}/{primary}"
-                if name in row.measurements and name in t.measurements:
-                    gap = f"{split}/{primary}_gap_to_teacher"
-                    row.measurements[gap] = row.measurements[name] - t.measurements[name]
-                    unit, hib = self.columns[name]
-                    self.columns.setdefault(gap, (unit, hib))
 
     # ---- tracking helpers ---------------------------------------------------------------
     def _track_start(self, name: str, tags: dict[str, str]) -> str | None:
@@ -399,7 +339,7 @@ class Runner:
     def _track_finish(self, run_id: str | None, ok: bool, error: str = "", trace: str = "") -> None:
         if run_id and self.tracker:
             if error:
-                self.tracker.log(run_id, tags={"kdbench.error": error, "kdbench.traceback": trace[-4000:]})
+                self.tracker.log(run_id, tags={records.ERROR: error, records.TRACEBACK: trace[-4000:]})
             self.tracker.finish(run_id, ok)
 
     # ---- the whole suite ----------------------------------------------------------------
@@ -407,12 +347,12 @@ class Runner:
         self._prepare()
         # task state carries e.g. the text-normalizer version, which moves WER on its own
         self.provenance = {**provenance(), **flatten("task", self.task.state()),
-                           "kdbench.data_hash": self.corpus.fingerprint}
+                           records.DATA_HASH: self.corpus.fingerprint}
         runs = plan_student_runs(self.rs)
         self.parent_run_id = None
         if self.tracker:
             self.parent_run_id = self.tracker.start(
-                f"suite {self.rs.name}", tags={"kdbench.role": "suite", "kdbench.suite": self.rs.name, **self.provenance})
+                f"suite {self.rs.name}", tags={records.RUN_KIND: "suite", records.SUITE: self.rs.name, **self.provenance})
             self.tracker.log(self.parent_run_id, params=flatten("suite", self.rs.suite.model_dump(mode="json")))
         rows: list[Row] = []
         self.teachers: dict[int, TeacherState] = {}
@@ -437,9 +377,9 @@ class Runner:
         for result in executor.map(job, runs):
             rows += result
         self.progress.stop(overall)
-        self._add_teacher_gaps(rows)
         result = SuiteResult(self.rs.name, rows, self.columns, self.out_dir, self.parent_run_id, self.stats,
                              provenance=dict(self.provenance))
+        result.board = from_result(result)
         for reporter in self.rs.reporters:
             result.reports += reporter.build().report(result, self.out_dir, self.rs.name)
         if self.tracker and self.parent_run_id:
@@ -455,16 +395,22 @@ class Runner:
     def _publish_mlflow_leaderboard(self) -> list[Path]:
         """The leaderboard as MLflow sees it (every machine's runs of this suite), its HTML page and
         Pareto fronts, next to the local files and on the parent run, so the MLflow UI shows them."""
-        from kdbench.mlflow_leaderboard import publish
+        from kdbench.board import publish
 
         try:
-            paths = publish(self.tracker, self.rs.name, self.out_dir / "mlflow-leaderboard")
+            paths = publish(self.tracker, self.rs.name, self.out_dir / "mlflow-leaderboard",
+                            target_order=[t.label for t in self.rs.targets])
         except Exception as exc:  # a picture that cannot be drawn must not fail a finished suite
             self.progress.stage(f"MLflow leaderboard not published: {_error_text(exc)}")
             return []
         for path in paths:
             self.tracker.artifact(self.parent_run_id, path, "leaderboard")
         return paths
+
+
+def _failed(identity: RunIdentity, run_key: str, target: str, exc: BaseException) -> Row:
+    return Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, target, "failed",
+               run_key, error=_error_text(exc))
 
 
 def load_checkpoint(model: torch.nn.Module, path: Path, what: str) -> None:

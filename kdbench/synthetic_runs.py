@@ -9,17 +9,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdbench import records
 from kdbench.provenance import provenance
+from kdbench.records import MetricMeta, RunIdentity
 
-METRICS = {"test-unseen/wer": ("%", False), "test-unseen/cer": ("%", False), "latency_ms": ("ms", False),
-           "size_mb": ("MB", False)}
+# declared as the built-in metrics declare theirs
+METRICS = {"test-unseen/wer": MetricMeta("%", False, tolerance={"abs": 1.0}, headline=True),
+           "test-unseen/cer": MetricMeta("%", False, tolerance={"abs": 1.0}),
+           "latency_ms": MetricMeta("ms", False, kind="cost", tolerance={"ratio": 3.0}, headline=True, speedup=True),
+           "size_mb": MetricMeta("MB", False, kind="cost", headline=True, scale="log")}
 
 
 def log_evaluation(client, experiment_id: str, *, suite: str = "tiny", role: str = "student", model: str = "gru-ctc",
                    teacher: str = "", loss: str = "ctc", seed: int | None = 0, target: str = "cpu",
                    metrics: dict[str, float] | None = None, coverage: dict[str, tuple[int, int]] | None = None,
                    tags: dict[str, str] | None = None, scores: dict[str, dict[str, list]] | None = None,
-                   config_hash: str | None = None, meta: dict[str, tuple[str, bool]] | None = None,
+                   config_hash: str | None = None, meta: dict[str, tuple[str, bool] | MetricMeta] | None = None,
                    end_time: int | None = None) -> str:
     """One FINISHED evaluation run; ``tags`` override provenance (e.g. another ``host.cpu``);
     ``end_time`` (ms since the epoch) backdates it, as runs of past nights would be."""
@@ -30,21 +35,21 @@ def log_evaluation(client, experiment_id: str, *, suite: str = "tiny", role: str
     meta = {**METRICS, **(meta or {})}
     identity = f"{suite}|{role}|{model}|{teacher}|{loss}|{target}"
     all_tags: dict[str, Any] = {
-        **provenance(), "task.normalizer": "kdbench-en-1", "kdbench.data_hash": "synthetic-data",
-        "kdbench.role": "evaluation", "kdbench.suite": suite, "kdbench.model_role": role, "kdbench.model": model,
-        "kdbench.teacher": teacher, "kdbench.loss": loss, "kdbench.seed": "" if seed is None else str(seed),
-        "kdbench.target": target, "kdbench.config_hash": config_hash or f"cfg-{abs(hash(identity)) % 10**8}",
-        "kdbench.teacher_hash": f"t-{teacher}" if teacher else (f"t-{model}" if role == "teacher" else ""),
-        "kdbench.student_hash": f"s-{model}" if role == "student" else "",
-        "kdbench.run_key": f"{identity}|{seed}", "kdbench.target_key": "tk", "kdbench.primary_metric": "test-unseen/wer",
+        **provenance(), "task.normalizer": "kdbench-en-1", records.DATA_HASH: "synthetic-data",
+        records.RUN_KIND: "evaluation", **RunIdentity(suite, role, model, teacher, loss, seed).tags(),
+        records.TARGET: target, records.CONFIG_HASH: config_hash or f"cfg-{abs(hash(identity)) % 10**8}",
+        records.TEACHER_HASH: f"t-{teacher}" if teacher else (f"t-{model}" if role == "teacher" else ""),
+        records.STUDENT_HASH: f"s-{model}" if role == "student" else "",
+        records.RUN_KEY: f"{identity}|{seed}", records.TARGET_KEY: "tk", records.PRIMARY_METRIC: "test-unseen/wer",
     }
     for name in metrics:
-        unit, hib = meta.get(name, ("", False))
-        all_tags[f"kdbench.metric.{name}.unit"] = unit
-        all_tags[f"kdbench.metric.{name}.higher_is_better"] = str(hib)
+        declared = meta.get(name, ("", False))
+        semantics = declared if isinstance(declared, MetricMeta) else MetricMeta(
+            *declared, kind="quality" if "/" in name else "cost")
+        all_tags[f"{records.METRIC}{name}.meta"] = semantics.to_tag()
         if "/" in name:
             scored, total = (coverage or {}).get(name, (10, 10))
-            all_tags[f"kdbench.metric.{name}.coverage"] = f"{scored}/{total}"
+            all_tags[f"{records.METRIC}{name}.coverage"] = f"{scored}/{total}"
     all_tags.update(tags or {})
     name = f"{model} · {loss} · seed {seed} @ {target}"
     run = client.create_run(experiment_id, tags={"mlflow.runName": name}, run_name=name)

@@ -96,6 +96,38 @@ def ui_link(uri: str, experiment_id: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}, then {UI_DEFAULT_ADDRESS}{page}"
 
 
+def _quiet_mlflow_logs() -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def open_store(uri: str):
+    """An MlflowClient on an existing tracking store, for reading (leaderboards, the gate)."""
+    from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow_logs()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise TrackingError(f"no MLflow tracking store at {uri} (run a suite first, or pass --tracking-uri)")
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingError(f"cannot read MLflow tracking store {uri}: {_first_line(exc)}") from None
+    return client
+
+
+def experiment_for(client, suite: str | None, experiment: str | None, uri: str) -> list[str]:
+    """The experiment ids to read: the suite's experiment (``kdbench-<suite>`` unless the suite
+    names one), or every experiment when neither a suite nor an experiment is given."""
+    from kdbench.board.fetch import experiment_ids
+
+    ids = experiment_ids(client, suite, experiment)
+    if not ids and (suite or experiment):
+        raise TrackingError(f"no MLflow experiment for suite {suite!r} in {uri} "
+                            f"(expected {experiment or 'kdbench-' + str(suite)})")
+    return ids
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str):
         from mlflow.tracking import MlflowClient
@@ -104,8 +136,7 @@ class Tracker:
         sqlite_dir = _sqlite_dir(uri)
         if sqlite_dir:
             sqlite_dir.mkdir(parents=True, exist_ok=True)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        _quiet_mlflow_logs()
         self.experiment = experiment
         try:
             self.client = MlflowClient(tracking_uri=uri)

@@ -80,7 +80,7 @@ def test_run_writes_leaderboard(first_run):
         assert board[column].notna().all(), column
     kd = board[board["loss"] == "ctc-kd"].iloc[0]
     teacher = board[board["role"] == "teacher"].iloc[0]
-    assert kd["test-unseen/wer_gap_to_teacher"] == pytest.approx(kd["test-unseen/wer"] - teacher["test-unseen/wer"])
+    assert kd["gap to teacher"] == pytest.approx(kd["test-unseen/wer"] - teacher["test-unseen/wer"])
     assert teacher["params"] > kd["params"]
     assert "| teacher | conformer-ctc |" in (work / "results" / "tiny" / "leaderboard.md").read_text()
     assert "leaderboard: tiny" in result.output
@@ -93,17 +93,18 @@ def test_run_ends_with_a_summary_that_fits_a_terminal_and_says_where_the_rest_is
     end = next(i for i, line in enumerate(lines) if line.startswith("full tables:"))
     summary = [line for line in lines[start + 1:end] if line.strip()]
     assert all(len(line) <= 100 for line in summary), summary
-    header, *rows = summary
-    assert header.split()[:3] == ["model", "loss", "target"] and "KD gain" in header and "vs teacher" in header
-    assert len(rows) == 3  # teacher, KD student, baseline student on the one target
+    target, header, units, *rows = summary
+    assert target == "cpu" and header.split()[:3] == ["model", "loss", "wer"]
+    assert "KD gain" in header and "speed-up" in header and "vs teacher" in units
+    rows = rows[:3]  # teacher, baseline and KD student on the one target; the legend follows
     board = pd.read_csv(work / "results" / "tiny" / "leaderboard.csv")
     kd, base = (board[board["loss"] == loss].iloc[0] for loss in ("ctc-kd", "ctc"))
     teacher = board[board["role"] == "teacher"].iloc[0]
-    kd_row = next(r for r in rows if " ctc-kd " in r).split()
+    kd_row = next(r for r in rows if " ctc-kd " in r).removesuffix(" *").split()
     # WER: lower is better, so the gain is the baseline's WER minus the KD student's
-    assert float(kd_row[4]) == pytest.approx(base["test-unseen/wer"] - kd["test-unseen/wer"], abs=0.006)
+    assert float(kd_row[3]) == pytest.approx(base["test-unseen/wer"] - kd["test-unseen/wer"], abs=0.006)
     assert kd_row[-1] == f"{teacher['latency_p50_ms'] / kd['latency_p50_ms']:.1f}x"
-    assert f"full tables: {work / 'results' / 'tiny'}/ (leaderboard.csv, leaderboard.md" in result.output
+    assert f"full tables: {work / 'results' / 'tiny'}/ (leaderboard.csv, leaderboard.json, leaderboard.md" in result.output
     assert "HTML page:" in result.output and "leaderboard.html" in result.output
     # a link that opens MLflow 3's UI on the runs, not on its GenAI traces page
     exp = MlflowClient(f"sqlite:///{work}/mlflow.db").get_experiment_by_name("kdbench-tiny")

@@ -2,6 +2,7 @@
 coverage policy, noise held out for tests, models independent of batch-mates, and a tiny suite
 on real FSDD speech end to end through MLflow."""
 
+import json
 import logging
 
 import numpy as np
@@ -196,8 +197,8 @@ def test_tiny_enhancement_suite_end_to_end_through_mlflow(tmp_path, fsdd_root, s
     evaluations = client.search_runs([exp.experiment_id], "tags.`kdbench.role` = 'evaluation'")
     assert len(evaluations) == 5
     kd = next(r for r in evaluations if r.data.tags["kdbench.loss"] == "si-sdr-kd")
-    assert kd.data.tags["kdbench.metric.test-unseen/pesq_nb.unit"] == "MOS"
-    assert kd.data.tags["kdbench.metric.test-unseen/si_sdri.higher_is_better"] == "True"
+    assert json.loads(kd.data.tags["kdbench.metric.test-unseen/pesq_nb.meta"])["unit"] == "MOS"
+    assert json.loads(kd.data.tags["kdbench.metric.test-unseen/si_sdri.meta"])["higher_is_better"] is True
     assert (tmp_path / "r" / "tiny-enh" / "mlflow-leaderboard" / "leaderboard.html").exists()
 
 

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from kdbench.cache import Cache
 from kdbench.hookspecs import hookimpl
@@ -21,6 +20,8 @@ from kdbench.suite import Suite, resolve_suite
 from kdbench_asr.losses import CtcKd
 from kdbench_asr.task import CtcAsr
 from kdbench_asr.testing import TinyCtcModel, tiny_corpus
+
+import torch  # after kdbench, which sets OpenMP's wait policy before torch loads
 
 USED: Counter = Counter()
 
@@ -244,7 +245,8 @@ def test_register_losses(run):
 def test_register_metrics(run):
     registry, result = run
     assert registered_by_throwaway(registry, "metrics", "tw-metric")
-    assert result.columns["test/tw_chars"] == ("chars", False)
+    meta = result.columns["test/tw_chars"]
+    assert (meta.unit, meta.higher_is_better, meta.kind) == ("chars", False, "quality")
 
 
 def test_register_targets(run):

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from kdbench.cli import main
 from kdbench.regression import allowed_worsening, tolerance_for
+from kdbench.records import MetricMeta
 from kdbench.synthetic_runs import log_evaluation
 
 
@@ -108,7 +109,7 @@ def test_tolerance_kinds_follow_the_metric_direction():
 def test_machine_load_is_flagged_but_never_gated(store, tmp_path):
     uri, client = store
     exp_id = client.create_experiment("kdbench-loaded")
-    meta = {"contention_cores": ("cores", False)}
+    meta = {"contention_cores": MetricMeta("cores", False, kind="condition", gated=False, warn_above=0.25)}
     log_evaluation(client, exp_id, suite="loaded", metrics={"test-unseen/wer": 20.0, "latency_ms": 5.0,
                                                             "contention_cores": 0.05}, meta=meta)
     baseline = tmp_path / "b.yaml"
@@ -120,33 +121,56 @@ def test_machine_load_is_flagged_but_never_gated(store, tmp_path):
                                                             "contention_cores": 1.6}, meta=meta)
     assert cli("compare", "loaded", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
     board = cli("leaderboard", "loaded", "--tracking-uri", uri, "--format", "md")
-    assert "timed under load: 1.6" in board.output
+    assert "measured under load: contention_cores 1.60 cores > 0.25" in board.output
 
 
-def test_default_tolerances_by_kind_of_metric():
+def test_default_tolerances_are_what_each_metric_declares():
     from kdbench.regression import default_tolerances
 
-    tol = default_tolerances({"test/wer": ("%", False), "latency_p50_ms": ("ms", False), "peak_mem_mb": ("MB", False),
-                              "size_mb": ("MB", False), "achieved_gflops": ("GFLOP/s", True)})
-    assert tol["test/wer"] == {"abs": 1.0} and tol["latency_p50_ms"] == {"ratio": 3.0}
-    assert tol["peak_mem_mb"] == {"abs": 32.0} and tol["achieved_gflops"] == {"ratio": 3.0}
-    assert "size_mb" not in tol and tol["*"] == {"rel": 0.02}  # sizes are exact: the catch-all
+    tol = default_tolerances({"test/wer": MetricMeta("%", tolerance={"abs": 1.0}),
+                              "latency_p50_ms": MetricMeta("ms", kind="cost", tolerance={"ratio": 3.0}),
+                              "size_mb": MetricMeta("MB", kind="cost"),
+                              "pct_of_peak": MetricMeta("%", True, kind="cost", tolerance={"abs": 5.0}, gated=False),
+                              "load": MetricMeta("cores", kind="condition", tolerance={"abs": 1.0})})
+    assert tol == {"test/wer": {"abs": 1.0}, "latency_p50_ms": {"ratio": 3.0}, "*": {"rel": 0.02}}
 
 
 def test_updating_a_baseline_keeps_edited_tolerances_and_covers_new_metrics():
     from kdbench.regression import default_tolerances, merge_tolerances
 
     kept = {"test/wer": {"abs": 0.5}, "*": {"rel": 0.05}}
-    merged = merge_tolerances(kept, default_tolerances({"test/wer": ("%", False), "latency_p99_ms": ("ms", False)}))
+    merged = merge_tolerances(kept, default_tolerances({"test/wer": MetricMeta("%", tolerance={"abs": 1.0}),
+                                                        "latency_p99_ms": MetricMeta("ms", tolerance={"ratio": 3.0})}))
     assert merged["test/wer"] == {"abs": 0.5}  # the user's edit survives
     assert merged["latency_p99_ms"] == {"ratio": 3.0}  # a new timing metric is not left to the catch-all
     assert list(merged)[-1] == "*" and merged["*"] == {"rel": 0.05}
 
 
+def test_a_new_metric_in_a_new_unit_is_gated_and_plotted_as_it_declares(store, tmp_path):
+    """Energy in joules: no core file names it, yet the gate uses its tolerance and the HTML
+    page plots it as a Pareto axis, because the metric says it is a headline cost."""
+    uri, client = store
+    exp_id = client.create_experiment("kdbench-energy")
+    meta = {"energy_j": MetricMeta("J", False, kind="cost", tolerance={"abs": 0.5}, headline=True)}
+    log_evaluation(client, exp_id, suite="energy", metrics={"test-unseen/wer": 20.0, "energy_j": 2.0}, meta=meta)
+    baseline = tmp_path / "b.yaml"
+    assert cli("baseline", "update", "energy", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    assert yaml.safe_load(baseline.read_text())["tolerances"]["energy_j"] == {"abs": 0.5}
+    log_evaluation(client, exp_id, suite="energy", metrics={"test-unseen/wer": 20.0, "energy_j": 2.4}, meta=meta)
+    assert cli("compare", "energy", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
+    log_evaluation(client, exp_id, suite="energy", metrics={"test-unseen/wer": 20.0, "energy_j": 2.6}, meta=meta)
+    result = cli("compare", "energy", "--baseline", baseline, "--tracking-uri", uri)
+    assert result.exit_code == 7 and "energy_j" in result.output and "abs 0.5" in result.output
+    out = tmp_path / "board"
+    assert cli("leaderboard", "energy", "--tracking-uri", uri, "--out", out).exit_code == 0
+    assert (out / "pareto-cpu-energy_j.png").read_bytes()[:4] == b"\x89PNG"
+    assert "energy_j (J) ↓" in (out / "leaderboard.html").read_text()
+
+
 def test_a_noise_floor_spares_small_one_shot_timings_but_not_real_slowdowns(store, tmp_path):
     uri, client = store
     exp_id = client.create_experiment("kdbench-coldstart")
-    meta = {"cold_start_ms": ("ms", False)}
+    meta = {"cold_start_ms": MetricMeta("ms", False, kind="cost", tolerance={"ratio": 3.0, "floor": 25.0})}
     log_evaluation(client, exp_id, suite="coldstart", metrics={"cold_start_ms": 5.0}, meta=meta)
     baseline = tmp_path / "b.yaml"
     assert cli("baseline", "update", "coldstart", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0
@@ -169,7 +193,8 @@ def test_a_floor_needs_a_kind_beside_it(tmp_path):
 def test_share_of_peak_is_shown_but_gated_only_through_achieved_gflops(store, tmp_path):
     uri, client = store
     exp_id = client.create_experiment("kdbench-peak")
-    meta = {"achieved_gflops": ("GFLOP/s", True), "pct_of_peak": ("%", True)}
+    meta = {"achieved_gflops": MetricMeta("GFLOP/s", True, kind="cost", tolerance={"ratio": 3.0}),
+            "pct_of_peak": MetricMeta("%", True, kind="cost", gated=False)}
     log_evaluation(client, exp_id, suite="peak", metrics={"achieved_gflops": 4.0, "pct_of_peak": 3.0}, meta=meta)
     baseline = tmp_path / "b.yaml"
     assert cli("baseline", "update", "peak", "--baseline", baseline, "--tracking-uri", uri).exit_code == 0

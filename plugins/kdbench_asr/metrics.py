@@ -39,12 +39,18 @@ def _per_utterance(out) -> tuple[list[int], list[int]]:
     return edits, units
 
 
+# error rates move in percentage points: a 2% relative band on a 40% WER would be 0.8 points,
+# on a 4% WER 0.08, so the gate allows one point whatever the level
+ERROR_RATE_TOLERANCE = {"abs": 1.0}
+
+
 def _measurement(name: str, out, n: int) -> Measurement:
     edits, units = _per_utterance(out)
     total = out.substitutions + out.deletions + out.hits
     value = 100.0 * (out.substitutions + out.deletions + out.insertions) / max(total, 1)
     samples = [100.0 * e / u if u else 0.0 for e, u in zip(edits, units)]
-    return Measurement(name, value, "%", False, coverage=(n, n), samples=samples, weights=[float(u) for u in units])
+    return Measurement(name, value, "%", False, coverage=(n, n), samples=samples, weights=[float(u) for u in units],
+                       tolerance=ERROR_RATE_TOLERANCE, headline=True)
 
 
 class WordErrorRate(Metric):
@@ -56,7 +62,7 @@ class WordErrorRate(Metric):
     def compute(self, ev: Evaluation) -> list[Measurement]:
         refs, hyps = _pairs(ev)
         if not refs:  # nothing to score is not a perfect score
-            return [Measurement("wer", math.nan, "%", False, coverage=(0, 0))]
+            return [Measurement("wer", math.nan, "%", False, coverage=(0, 0), tolerance=ERROR_RATE_TOLERANCE, headline=True)]
         return [_measurement("wer", jiwer.process_words(refs, hyps), len(refs))]
 
 
@@ -69,5 +75,5 @@ class CharacterErrorRate(Metric):
     def compute(self, ev: Evaluation) -> list[Measurement]:
         refs, hyps = _pairs(ev)
         if not refs:
-            return [Measurement("cer", math.nan, "%", False, coverage=(0, 0))]
+            return [Measurement("cer", math.nan, "%", False, coverage=(0, 0), tolerance=ERROR_RATE_TOLERANCE, headline=True)]
         return [_measurement("cer", jiwer.process_characters(refs, hyps), len(refs))]

@@ -1,13 +1,17 @@
-"""Leaderboard files next to the runs: raw numbers as CSV, formatted as Markdown, and the
-provenance (commit, versions, normalizer, data hash, host) the numbers depend on."""
+"""Leaderboard files next to the runs: the same board ``kdbench leaderboard`` builds from MLflow,
+here from this invocation's runs (CSV, JSON, Markdown, the HTML page and the Pareto fronts), the
+raw rows with failures, and the provenance (commit, versions, normalizer, data hash, host) the
+numbers depend on."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from kdbench.board import from_result, write_all
 from kdbench.cache import atomic_write_bytes
-from kdbench.leaderboard import display_frame, leaderboard_frame, rows_frame, to_markdown
 from kdbench.interfaces import Reporter
 
 
@@ -17,20 +21,16 @@ class LeaderboardFiles(Reporter):
 
     def report(self, result, out_dir: Path, suite_name: str) -> list[Path]:
         out_dir = Path(out_dir)
-        frame = leaderboard_frame(result)
-        csv_path, md_path, rows_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.md", out_dir / "rows.csv"
-        atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
-        atomic_write_bytes(rows_path, rows_frame(result).to_csv(index=False).encode())
+        board = getattr(result, "board", None) or from_result(result)
+        paths = write_all(board, out_dir, f"Leaderboard: {suite_name}")
         failures = [r for r in result.rows if r.status != "ok"]
-        text = f"# Leaderboard: {suite_name}\n\n" + to_markdown(display_frame(frame, result.columns))
         if failures:
-            text += "\n## Not in the ranking\n\n" + "".join(
-                f"- {r.model} · {r.loss} · seed {r.seed} @ {r.target}: {r.status}: {r.error}\n" for r in failures)
-        provenance = getattr(result, "provenance", None) or {}
-        if provenance:
-            text += "\n## Provenance\n\n" + "".join(f"- {k}: {v}\n" for k, v in sorted(provenance.items())
-                                                     if k != "task.chars")
-        atomic_write_bytes(md_path, text.encode())
+            md = out_dir / "leaderboard.md"
+            md.write_text(md.read_text() + "\n## Not in the ranking\n\n" + "".join(
+                f"- {r.model} · {r.loss} · seed {r.seed} @ {r.target}: {r.status}: {r.error}\n" for r in failures))
+        rows_path = out_dir / "rows.csv"
+        atomic_write_bytes(rows_path, pd.DataFrame([r.flat() for r in result.rows]).to_csv(index=False).encode())
         prov_path = out_dir / "provenance.json"
+        provenance = getattr(result, "provenance", None) or {}
         atomic_write_bytes(prov_path, json.dumps(provenance, indent=2, sort_keys=True).encode())
-        return [csv_path, md_path, rows_path, prov_path]
+        return paths + [rows_path, prov_path]

@@ -61,3 +61,32 @@ def plot_front(labels: Sequence[str], roles: Sequence[str], cost: Sequence[float
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def front_images(board, out_dir: Path) -> dict[str, list[Path]]:
+    """Per target, the primary metric against every headline cost the metrics declare (on the
+    axis scale they declare): a new cost in a new unit is plotted without naming it here."""
+    if board.empty or not board.primary:
+        return {}
+    meta = board.columns[board.primary]
+    images: dict[str, list[Path]] = {}
+    for target in board.target_order:
+        group = board.frame[(board.frame["target"] == target) & (board.frame["flag"] == "")]
+        if group.empty:
+            continue
+        labels = [m if role != "student" else f"{m}·{loss}" for m, role, loss in
+                  zip(group["model"], group["role"], group["loss"])]
+        # the same model under two provenances (another commit, budget, host) is two points
+        labels = [f"{label} [{prov}]" if labels.count(label) > 1 else label
+                  for label, prov in zip(labels, group["provenance"])]
+        for cost in board.costs():
+            cost_meta = board.columns[cost]
+            label = f"{cost} ({cost_meta.unit})" if cost_meta.unit else cost
+            slug = f"{target}-{cost}".replace("/", "-")
+            images.setdefault(target, []).append(plot_front(
+                labels, list(group["role"]), group[cost], group[board.primary],
+                higher_is_better=meta.higher_is_better, cost_label=label,
+                quality_label=f"{board.primary} ({meta.unit})" if meta.unit else board.primary,
+                title=f"{target}: {board.primary} vs {cost}", path=Path(out_dir) / f"pareto-{slug}.png",
+                log_x=cost_meta.scale == "log"))
+    return images

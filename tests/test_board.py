@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from kdbench.cli import main
-from kdbench.mlflow_leaderboard import build
+from kdbench.board import build
 from kdbench.synthetic_runs import log_evaluation
 
 from conftest import tiny_suite, write_suite
@@ -41,12 +41,14 @@ def test_leaderboard_from_a_real_run(tiny_store):
     rows = board["rows"]
     assert [(r["role"], r["loss"]) for r in rows] == [("teacher", "ctc"), ("student", "ctc"), ("student", "ctc-kd")]
     assert board["primary"] == "test-unseen/wer"
-    assert board["metrics"]["test-unseen/wer"] == {"unit": "%", "higher_is_better": False}
-    assert board["metrics"]["latency_p50_ms"]["unit"] == "ms"
+    wer, p50 = board["metrics"]["test-unseen/wer"], board["metrics"]["latency_p50_ms"]
+    # what each metric declared travels with its runs: the board needs no plugin to read them
+    assert (wer["unit"], wer["higher_is_better"], wer["kind"], wer["tolerance"]) == ("%", False, "quality", {"abs": 1.0})
+    assert (p50["unit"], p50["kind"], p50["headline"], p50["speedup"]) == ("ms", "cost", True, True)
     kd = rows[2]
     # KD gain against the same student without KD, with a bootstrap interval around it
-    assert kd["test-unseen/wer KD gain"] == pytest.approx(rows[1]["test-unseen/wer"] - kd["test-unseen/wer"])
-    assert kd["test-unseen/wer KD gain low"] <= kd["test-unseen/wer KD gain"] <= kd["test-unseen/wer KD gain high"]
+    assert kd["KD gain"] == pytest.approx(rows[1]["test-unseen/wer"] - kd["test-unseen/wer"])
+    assert kd["KD gain low"] <= kd["KD gain"] <= kd["KD gain high"]
     for field in ("git_commit", "version.torch", "task.normalizer", "kdbench.config_hash", "kdbench.data_hash",
                   "host.cpu", "host.torch_threads"):
         assert all(r[field] for r in rows), field
@@ -67,7 +69,7 @@ def test_suite_run_publishes_html_pareto_and_mlflow_artifacts(tiny_store):
     assert {"leaderboard/leaderboard.html", "leaderboard/pareto-cpu-latency_p50_ms.png"} <= logged
     evaluation = client.search_runs([exp.experiment_id], "tags.`kdbench.loss` = 'ctc-kd' and "
                                     "tags.`kdbench.role` = 'evaluation'")[0]
-    assert evaluation.info.run_name == "gru-ctc · ctc-kd · seed 0 @ cpu"
+    assert evaluation.info.run_name == "gru-ctc · ctc-kd ← conformer-ctc · seed 0 @ cpu"
     scores = json.loads(open(client.download_artifacts(evaluation.info.run_id, "scores.json", str(work))).read())
     assert len(scores["test-unseen/wer"]["ids"]) == len(scores["test-unseen/wer"]["samples"]) == 8
 
@@ -166,7 +168,7 @@ def test_kd_gain_compares_with_the_baseline_of_the_same_training_budget(tmp_path
                    config_hash="base-short")  # newer, but trained with another budget
     frame = build(client, [exp_id], "pair", bootstrap=False).frame
     kd = frame[frame["loss"] == "ctc-kd"].iloc[0]
-    assert kd["test-unseen/wer KD gain"] == pytest.approx(5.0)
+    assert kd["KD gain"] == pytest.approx(5.0)
 
 
 def test_a_suite_file_without_a_name_shows_only_its_own_runs(tmp_path):
@@ -176,8 +178,9 @@ def test_a_suite_file_without_a_name_shows_only_its_own_runs(tmp_path):
     client = MlflowClient(uri)
     for suite, model in (("nameless", "mine"), ("other", "theirs")):
         log_evaluation(client, client.create_experiment(f"kdbench-{suite}"), suite=suite, model=model)
-    path = tmp_path / "nameless.yaml"
-    path.write_text("task: asr-ctc\ndataset: synth-digits\n")
+    suite = tiny_suite(tmp_path)
+    del suite["name"]
+    path = write_suite(tmp_path / "nameless.yaml", suite)
     result = cli("leaderboard", path, "--tracking-uri", uri, "--format", "json")
     assert result.exit_code == 0, result.output
     assert [row["model"] for row in json.loads(result.output)["rows"]] == ["mine"]
