@@ -50,11 +50,7 @@ EXEMPT = {
 
 #: known non-conformance, to fix in the component (strict: the test fails once it is fixed,
 #: so the entry is removed)
-KNOWN_BUGS = {
-    # torchaudio's DeepSpeech runs its bidirectional RNN over the padding, so a teacher's
-    # cached outputs differ from what it says inside a batch
-    ("teachers", "deepspeech-ctc"): "outputs depend on batch-mates (unpacked bidirectional RNN)",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 COMPONENTS = sorted((c.plugin, kind, c.name) for kind in CHECKS for c in REGISTRY.qualified[kind].values()
                     if c.plugin in BUILTIN_PLUGINS)

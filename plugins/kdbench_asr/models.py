@@ -147,10 +147,10 @@ class GruCtc(Model):
 
 class DeepSpeechCtc(Model):
     """torchaudio.models.DeepSpeech (Hannun et al., 2014) on log-mel frames; no subsampling.
-    Its bidirectional RNN runs over padding, so outputs near an utterance's end depend slightly
-    on the batch; prefer it as a student."""
+    Its bidirectional RNN runs on packed sequences, so an utterance's outputs do not depend on
+    its batch-mates and it can be a teacher."""
 
-    version = 2  # 2: hidden state batch-major like every other model
+    version = 3  # 3: RNN packed (outputs independent of batch-mates); 2: hidden state batch-major
 
     class Options(Options):
         hidden: int = Field(256, ge=4)
@@ -160,14 +160,23 @@ class DeepSpeechCtc(Model):
         super().__init__()
         self.net = torchaudio.models.DeepSpeech(model_spec.input_dim, options.hidden, model_spec.output_dim, options.dropout)
         self.hidden_dims = {"encoder": options.hidden}
-        self._captured: dict[str, torch.Tensor] = {}
-        # the last hidden layer is internal to torchaudio's module: capture it with a hook
-        self.net.fc4.register_forward_hook(lambda _m, _i, out: self._captured.__setitem__("encoder", out))
 
     def forward(self, features, lengths) -> ModelOutput:
-        out = self.net(features.unsqueeze(1))
-        # torchaudio runs fc4 time-major: (time, batch, dim)
-        return ModelOutput(out, lengths, {"encoder": self._captured.pop("encoder").transpose(0, 1)})
+        # torchaudio's DeepSpeech.forward, with the RNN packed: run over padding, its backward
+        # direction starts in the padding, so outputs would change with the longest batch-mate
+        # and cached teacher outputs would not match the teacher inside a batch. Same modules,
+        # so checkpoints of version 2 still load.
+        net = self.net
+        x = net.fc3(net.fc2(net.fc1(features)))  # per frame: (batch, time, hidden)
+        if x.shape[0] == 1:  # one unpadded utterance: packing changes nothing, and exports to ONNX
+            x, _ = net.bi_rnn(x.transpose(0, 1))
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(x.transpose(0, 1), lengths.clamp(min=1).cpu(),
+                                                       enforce_sorted=False)
+            x, _ = nn.utils.rnn.pad_packed_sequence(net.bi_rnn(packed)[0], total_length=x.shape[1])
+        x = x[:, :, :net.n_hidden] + x[:, :, net.n_hidden:]  # the two directions summed, as torchaudio does
+        encoder = net.fc4(x).transpose(0, 1)  # (batch, time, hidden)
+        return ModelOutput(net.out(encoder).log_softmax(-1), lengths, {"encoder": encoder})
 
 
 class Wav2LetterCtc(Model):
