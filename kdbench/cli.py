@@ -82,9 +82,14 @@ class RichProgress:
 
 
 def _registry():
-    from kdbench.plugins import get_registry
+    """The registry the caller passed as click's ``obj`` (``main(args, obj=registry)``,
+    ``CliRunner().invoke(main, args, obj=registry)``), else the process-wide one: a test or an
+    embedding program gives the CLI its own plugin set without replacing kdbench's global."""
+    from kdbench.plugins import Registry, get_registry
 
-    return get_registry()
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_object(Registry) if ctx is not None else None
+    return given if given is not None else get_registry()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,11 +9,10 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-import kdbench.plugins
 from kdbench.cli import main
 from kdbench.hookspecs import hookimpl
 from kdbench.interfaces import Measurement, Metric
-from kdbench.plugins import build_registry
+from kdbench.plugins import build_registry, get_registry
 from kdbench_asr.losses import CtcLoss
 
 from conftest import tiny_suite, write_suite
@@ -55,8 +54,17 @@ class ThrowawayPlugin:
 
 
 @pytest.fixture
-def registry_with_throwaway(monkeypatch):
-    monkeypatch.setattr(kdbench.plugins, "_registry", build_registry(extra_plugins=[ThrowawayPlugin()]))
+def registry_with_throwaway():
+    """Given to the CLI as click's ``obj``: the process-wide registry stays as conftest pinned it."""
+    return build_registry(extra_plugins=[ThrowawayPlugin()])
+
+
+def test_the_cli_uses_the_registry_it_is_given(registry_with_throwaway):
+    given = CliRunner().invoke(main, ["plugins"], obj=registry_with_throwaway, catch_exceptions=False)
+    assert given.exit_code == 0 and "exploding" in given.output and "hyp-words" in given.output
+    default = CliRunner().invoke(main, ["plugins"], catch_exceptions=False)
+    assert default.exit_code == 0 and "exploding" not in default.output and "ctc-kd" in default.output
+    assert "exploding" not in get_registry().names("losses")  # nothing leaked into the global
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +169,8 @@ def test_throwaway_plugin_is_used_and_a_crashing_run_is_isolated(tmp_path, fsdd_
                        metrics=["wer", "hyp-words"])
     path = write_suite(tmp_path / "t.yaml", suite)
     result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
-                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+                                       str(shared_cache), "--no-tracking"], obj=registry_with_throwaway,
+                                catch_exceptions=False)
     assert result.exit_code == 5
     assert "boom at step 3" in result.output and "1 of 2 rows failed" in result.output
     board = pd.read_csv(tmp_path / "r" / "tiny" / "leaderboard.csv")

@@ -15,7 +15,6 @@ import torch
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-import kdbench.plugins
 from kdbench import Deployable, ModelOutput, TargetError, hookimpl
 from kdbench.cli import main
 from kdbench.plugins import build_registry, get_registry
@@ -98,13 +97,13 @@ def test_missing_runtime_makes_the_target_unavailable_with_the_install_hint(monk
     assert target.available() == (False, "onnxruntime is not installed (pip install onnxruntime)")
 
 
-def test_unexportable_model_fails_only_its_onnx_rows(tmp_path, fsdd_root, shared_cache, monkeypatch):
-    monkeypatch.setattr(kdbench.plugins, "_registry", build_registry(extra_plugins=[Unexportable()]))
+def test_unexportable_model_fails_only_its_onnx_rows(tmp_path, fsdd_root, shared_cache):
+    registry = build_registry(extra_plugins=[Unexportable()])  # given to the CLI, not installed globally
     suite = tiny_suite(fsdd_root, teachers=[], losses=["ctc"], students=[{"name": "numpy-gru", "options": {"hidden": 16}}],
                        targets=["cpu", "onnxruntime"], metrics=["wer", "size"])
     path = write_suite(tmp_path / "t.yaml", suite)
     result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
-                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+                                       str(shared_cache), "--no-tracking"], obj=registry, catch_exceptions=False)
     assert result.exit_code == 5, result.output
     board = pd.read_csv(tmp_path / "r" / "tiny" / "rows.csv").set_index("target")
     assert board.loc["cpu", "status"] == "ok" and board.loc["cpu", "test-unseen/wer"] >= 0
