@@ -6,22 +6,41 @@ import functools
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
-TRACKED_PACKAGES = ("kdbench", "torch", "torchaudio", "jiwer", "pesq", "pystoi", "mlflow", "numpy", "soundfile")
+# the core's own: whatever the plugins are, these run every model and record every result
+CORE_PACKAGES = ("kdbench", "torch", "torchaudio", "mlflow", "numpy")
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _requirements(distribution: str) -> list[str]:
+    """The packages a distribution needs at run time (not its optional extras)."""
+    try:
+        requires = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0] for req in requires if "extra ==" not in req]
+
+
+def package_versions(distributions: Iterable[str] = ()) -> dict[str, str]:
+    """Versions of the core's packages, and of every distribution that provides a component of
+    the suite with its own requirements: a plugin's scorer (jiwer, pesq) moves its numbers, so
+    the plugin's declared dependencies are recorded without the core naming them."""
+    names = list(CORE_PACKAGES)
+    for dist in distributions:
+        names += [dist, *_requirements(dist)]
+    return {name: _version(name) for name in dict.fromkeys(n.lower().replace("_", "-") for n in names)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,8 +68,8 @@ def host_cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance() -> dict[str, str]:
-    info = {f"version.{k}": v for k, v in package_versions().items()}
+def provenance(distributions: Iterable[str] = ()) -> dict[str, str]:
+    info = {f"version.{k}": v for k, v in package_versions(distributions).items()}
     info.update({
         "git_commit": git_commit(),
         "host.cpu": host_cpu(),

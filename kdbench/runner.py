@@ -346,7 +346,11 @@ class Runner:
     def run(self) -> SuiteResult:
         self._prepare()
         # task state carries e.g. the text-normalizer version, which moves WER on its own
-        self.provenance = {**provenance(), **flatten("task", self.task.state()),
+        rs = self.rs
+        components = [rs.task, rs.dataset, rs.frontend, rs.executor, *rs.augmentations, *rs.teachers,
+                      *rs.references, *rs.students, *rs.losses, *rs.metrics, *rs.targets, *rs.reporters]
+        providers = {r.component.provider.distribution for r in components if r.component.provider}
+        self.provenance = {**provenance(sorted(d for d in providers if d)), **flatten("task", self.task.state()),
                            records.DATA_HASH: self.corpus.fingerprint}
         runs = plan_student_runs(self.rs)
         self.parent_run_id = None
