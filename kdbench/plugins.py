@@ -105,6 +105,10 @@ class Registry:
     qualified: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     #: names two or more plugins register: kind -> name -> those plugins, in load order
     clashes: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    #: components registered with ``default=True``: kind -> those components, in load order.
+    #: A suite that omits a kind's key gets its one default, so the core never spells a
+    #: plugin's component name.
+    defaults: dict[str, list[Component]] = field(default_factory=lambda: {k: [] for k in KINDS})
 
     def get(self, kind: str, name: str) -> Component:
         """A component by name, or by ``plugin:name`` when several plugins register the name."""
@@ -133,10 +137,25 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
+    def default(self, kind: str) -> Component:
+        """The one component registered as ``kind``'s default."""
+        claims = self.defaults[kind]
+        if not claims:
+            raise UnknownComponentError(f"no loaded plugin registers a default {SINGULAR[kind]} "
+                                        f"(available: {', '.join(self.names(kind)) or 'none'})")
+        if len(claims) > 1:
+            owners = " and ".join(repr(c.plugin) for c in claims)
+            choices = ", ".join(f"{c.plugin}:{c.name}" for c in claims)
+            raise AmbiguousComponentError(f"plugins {owners} both register a default {SINGULAR[kind]} "
+                                          f"({choices}): name the one you mean")
+        return claims[0]
+
     def add(self, kind: str, plugin: str, name: str, factory: Callable[..., Any],
-            options: type[Options] | None = None, summary: str = "") -> None:
+            options: type[Options] | None = None, summary: str = "", default: bool = False) -> None:
         if not isinstance(name, str) or not name or ":" in name:
             raise PluginError(f"plugin {plugin!r} registered a {kind} component without a name, or with a ':' in it")
+        if not isinstance(default, bool):  # a truthy string would quietly claim the default
+            raise PluginError(f"plugin {plugin!r}: {kind} {name!r} default must be True or False, got {default!r}")
         if options is None:
             options = getattr(factory, "Options", NoOptions)
         if not (isinstance(options, type) and issubclass(options, Options)):
@@ -146,6 +165,12 @@ class Registry:
                             loaded.entry_point if loaded else "", _qualified_name(factory))
         component = Component(kind, name, factory, options, summary or _first_line(factory), plugin, provider)
         self.qualified[kind][f"{plugin}:{name}"] = component
+        if default:
+            self.defaults[kind].append(component)
+            if len(self.defaults[kind]) > 1:  # an error only for a suite that relies on the default
+                first = self.defaults[kind][0]
+                self.problems.append(f"{kind}: {first.plugin}:{first.name} and {plugin}:{name} are both registered as "
+                                     f"the default {SINGULAR[kind]}; a suite that omits it must name one")
         existing = self.components[kind].get(name)
         if existing is not None:
             owners = self.clashes[kind].setdefault(name, [existing.plugin])
@@ -234,8 +259,8 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             if plugin_name in by_name:
                 by_name[plugin_name].hooks.append(hook_name)
 
-            def register(name, factory, options=None, summary="", _kind=kind, _plugin=plugin_name):
-                registry.add(_kind, _plugin, name, factory, options, summary)
+            def register(name, factory, options=None, summary="", *, default=False, _kind=kind, _plugin=plugin_name):
+                registry.add(_kind, _plugin, name, factory, options, summary, default)
 
             # call one plugin at a time so each registration is attributed to its plugin
             others = [p for p in pm.get_plugins() if p is not impl.plugin]

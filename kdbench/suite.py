@@ -2,6 +2,12 @@
 
 Suites are plain data (``yaml.safe_load``: no tags that run code). Every error names the
 file and the key path, e.g. ``suites/asr.yaml: losses[1].options.alpha: ...``.
+
+Resolution looks every name up in the registry, fills an omitted ``targets``, ``reporters`` or
+``executor`` with the default a plugin registers for that kind, and then lets each component
+check its options against the rest of the suite (``check_suite``), so ``kdbench validate``
+catches what one component's options alone cannot show (a hint loss naming a layer its
+teacher lacks).
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdbench.errors import SuiteError, UnknownComponentError
+from kdbench.errors import PluginError, SuiteError, UnknownComponentError
 from kdbench.hashing import stable_hash
 from kdbench.options import Options
-from kdbench.plugins import Component, Registry
+from kdbench.plugins import Component, Registry, _one_line
 
 
 class _Strict(BaseModel):
@@ -87,9 +93,12 @@ class Suite(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     metrics: list[ComponentRef] = Field(min_length=1)
-    targets: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="cpu")])
-    reporters: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="leaderboard")])
-    executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local"))
+    # omitted (or empty): the default a plugin registers for the kind, filled in by
+    # resolve_suite, so the core knows no component by name. Empty rather than None keeps
+    # every reader of a suite file's targets iterating (a suite with no target measures nothing).
+    targets: list[ComponentRef] = Field(default_factory=list)
+    reporters: list[ComponentRef] = Field(default_factory=list)
+    executor: ComponentRef | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
@@ -154,6 +163,15 @@ class ResolvedSuite:
         return self.suite.teachers[i]
 
 
+class OptionMismatch(ValueError):
+    """Raised by a component's ``check_suite`` when one of its options does not fit the rest of
+    the suite; ``option`` (dotted, within the component's options) is where the message points."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
 def format_location(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -211,6 +229,49 @@ _LISTS = {"augmentations": "augmentations", "teachers": "teachers", "references"
           "losses": "losses", "metrics": "metrics", "targets": "targets", "reporters": "reporters"}
 
 
+#: suite keys that may be omitted -> the kind whose registered default fills them in
+_DEFAULTED = {"targets": "targets", "reporters": "reporters", "executor": "executors"}
+
+
+def _default_ref(path: Path, registry: Registry, kind: str, key: str) -> ComponentRef:
+    try:
+        component = registry.default(kind)
+    except UnknownComponentError as exc:  # an ambiguous default included
+        raise type(exc)(f"{path}: {key}: none given, and {exc}") from None
+    if component.name in registry.clashes[kind]:  # its bare name would be ambiguous
+        return ComponentRef(name=f"{component.plugin}:{component.name}", label=component.name)
+    return ComponentRef(name=component.name)
+
+
+def _with_defaults(path: Path, suite: Suite, registry: Registry) -> Suite:
+    """The suite with each omitted defaultable key filled in, so what ran is what it records."""
+    filled: dict[str, Any] = {}
+    for key, kind in _DEFAULTED.items():
+        if not getattr(suite, key):
+            ref = _default_ref(path, registry, kind, key)
+            filled[key] = [ref] if key in _LISTS else ref
+    return suite.model_copy(update=filled) if filled else suite
+
+
+def _check_against_suite(rs: ResolvedSuite) -> None:
+    """Call each component's optional ``check_suite(options, suite)``: a ValueError (an
+    OptionMismatch to point at one option) is the user's, anything else the plugin's."""
+    components = [getattr(rs, key) for key in _SINGLE] + [r for key in _LISTS for r in getattr(rs, key)]
+    for resolved in components:
+        check = getattr(resolved.component.factory, "check_suite", None)
+        if check is None:
+            continue
+        try:
+            check(resolved.options, rs)
+        except ValueError as exc:
+            option = getattr(exc, "option", None)
+            where = f"{resolved.path}.options" + (f".{option}" if option else "")
+            raise SuiteError(f"{rs.path}: {where}: {_one_line(exc)}") from None
+        except Exception as exc:  # a bug in the plugin, not in the suite: say whose
+            raise PluginError(f"{rs.path}: {resolved.path}: plugin {resolved.component.plugin!r} failed checking "
+                              f"{resolved.name!r} against the suite: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
 def _resolve(path: Path, registry: Registry, kind: str, ref: ComponentRef, key: str) -> Resolved:
     try:
         component = registry.get(kind, ref.name)
@@ -225,6 +286,7 @@ def _resolve(path: Path, registry: Registry, kind: str, ref: ComponentRef, key: 
 
 def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>") -> ResolvedSuite:
     path = Path(path)
+    suite = _with_defaults(path, suite, registry)
     fields: dict[str, Any] = {}
     for key, kind in _SINGLE.items():
         fields[key] = _resolve(path, registry, kind, getattr(suite, key), key)
@@ -234,7 +296,9 @@ def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>"
         dup = next((lab for lab in labels if labels.count(lab) > 1), None)
         if dup is not None:
             raise SuiteError(f"{path}: {key}: {dup!r} appears twice; give one a distinct 'label'")
-    return ResolvedSuite(path=path, suite=suite, **fields)
+    rs = ResolvedSuite(path=path, suite=suite, **fields)
+    _check_against_suite(rs)
+    return rs
 
 
 def load_suite(path: str | Path, registry: Registry) -> ResolvedSuite:

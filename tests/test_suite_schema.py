@@ -108,3 +108,72 @@ def test_duplicate_labels_are_refused(tmp_path, suite_dict):
     path = write_suite(tmp_path / "s.yaml", suite_dict)
     with pytest.raises(SuiteError, match="'gru-ctc' appears twice"):
         load_suite(path, get_registry())
+
+
+# ---- defaults come from registrations, never from names the core spells ----------------------------
+def test_omitted_targets_reporters_executor_get_the_registered_defaults(tmp_path, suite_dict):
+    for key in ("targets", "reporters", "executor"):
+        suite_dict.pop(key, None)
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())
+    assert [t.name for t in rs.targets] == ["cpu"] and [r.name for r in rs.reporters] == ["leaderboard"]
+    assert rs.executor.name == "local"
+    assert {rs.targets[0].component.plugin, rs.reporters[0].component.plugin, rs.executor.component.plugin} == {"standard"}
+    # the resolved suite records what was used (its MLflow parameters show it)
+    assert [t.name for t in rs.suite.targets] == ["cpu"] and rs.suite.executor.name == "local"
+
+
+def test_named_components_are_not_replaced_by_defaults(tmp_path, suite_dict):
+    suite_dict.update(targets=["cpu-1thread"], executor="local")
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())
+    assert [t.name for t in rs.targets] == ["cpu-1thread"]
+
+
+def test_no_default_for_an_omitted_key_is_one_clear_error(tmp_path, suite_dict, monkeypatch):
+    from kdbench.plugins import build_registry
+
+    monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "asr")  # no plugin that provides targets
+    suite_dict.pop("targets", None)
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, build_registry())
+    assert str(exc.value) == f"{path}: targets: none given, and no loaded plugin registers a default target (available: none)"
+
+
+def test_two_plugins_claiming_one_default_is_an_error_naming_both(tmp_path, suite_dict):
+    from kdbench.errors import AmbiguousComponentError
+    from kdbench.hookspecs import hookimpl
+    from kdbench.plugins import build_registry
+    from kdbench_standard.executors import LocalExecutor
+
+    class Rival:
+        __name__ = "rival"
+
+        @hookimpl
+        def register_executors(self, register):
+            register("elsewhere", LocalExecutor, default=True)
+
+    registry = build_registry(extra_plugins=[Rival()])
+    assert any("executors: standard:local and rival:elsewhere are both registered as the default executor" in p
+               for p in registry.problems)
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(AmbiguousComponentError) as exc:
+        load_suite(path, registry)
+    assert str(exc.value) == (f"{path}: executor: none given, and plugins 'standard' and 'rival' both register a "
+                              f"default executor (standard:local, rival:elsewhere): name the one you mean")
+    suite_dict["executor"] = "elsewhere"  # naming one settles it
+    assert load_suite(write_suite(path, suite_dict), registry).executor.component.plugin == "rival"
+
+
+def test_default_must_be_a_bool():
+    from kdbench.errors import PluginError
+    from kdbench.hookspecs import hookimpl
+    from kdbench.plugins import build_registry
+    from kdbench_standard.executors import LocalExecutor
+
+    class Sloppy:
+        @hookimpl
+        def register_executors(self, register):
+            register("maybe", LocalExecutor, default="yes")
+
+    with pytest.raises(PluginError, match="executors 'maybe' default must be True or False, got 'yes'"):
+        build_registry(extra_plugins=[Sloppy()])

@@ -21,7 +21,8 @@ def register_metrics(register):
 
 @hookimpl
 def register_targets(register):
-    register("cpu", CpuTarget, summary="fp32 eager PyTorch on the CPU")
+    # default: the target of a suite that lists none (every machine has a CPU)
+    register("cpu", CpuTarget, summary="fp32 eager PyTorch on the CPU", default=True)
     register("cpu-1thread", SingleThreadCpuTarget, summary="fp32 eager PyTorch on one CPU thread (edge stand-in)")
     register("cpu-int8", Int8CpuTarget, summary="dynamic int8 quantization (torchao; or torch.ao for recurrent layers)")
     register("onnxruntime", OnnxRuntimeTarget, summary="exported to ONNX, run by ONNX Runtime on the CPU")
@@ -33,9 +34,9 @@ def register_targets(register):
 
 @hookimpl
 def register_executors(register):
-    register("local", LocalExecutor, summary="runs one after another in this process")
+    register("local", LocalExecutor, summary="runs one after another in this process", default=True)
 
 
 @hookimpl
 def register_reporters(register):
-    register("leaderboard", LeaderboardFiles, summary="writes results/<suite>/leaderboard.csv and .md")
+    register("leaderboard", LeaderboardFiles, summary="writes results/<suite>/leaderboard.csv and .md", default=True)
