@@ -2,12 +2,21 @@
 
 Every hook receives a ``register`` callable. Call it once per component::
 
-    register(name, factory, options=OptionsModel, summary="one line")
+    register(name, factory, options=OptionsModel, summary="one line", default=False)
 
 ``factory(options, **context)`` builds the component; ``options`` is an instance of
 the pydantic ``OptionsModel`` (unknown keys rejected), validated from the suite. The
 context each kind receives is listed in its hook. Adding keyword context later is
 backwards compatible, so factories should accept ``**context``.
+
+``default=True`` makes the component what a suite gets when it omits the key of its kind
+(``targets``, ``reporters``, ``executor``): the core names no component itself.
+
+A factory may define a classmethod ``check_suite(options, suite)`` (``suite`` is the
+``kdbench.suite.ResolvedSuite``). It runs when the suite is resolved, so ``kdbench validate``
+catches options that do not fit the rest of the suite (a layer the teacher lacks); it raises
+``ValueError`` with one sentence, or ``kdbench.suite.OptionMismatch(option, sentence)`` to
+point at one option.
 """
 
 import pluggy
