@@ -172,7 +172,7 @@ def aggregate(raw: pd.DataFrame, *, scores: ScoresLoader | None = None, target: 
 
 
 def rank(board: Board) -> None:
-    """Rank within (target, role) by the primary metric; rows below the coverage threshold are
+    """Rank students (and references) within (target, role) by the primary metric; rows below the coverage threshold are
     listed after the ranked ones, unranked, because a score on part of the test set is not
     comparable with a score on all of it. Targets in the suite's order, teachers first."""
     frame, primary = board.frame, board.primary
@@ -181,7 +181,8 @@ def rank(board: Board) -> None:
     frame = frame.assign(_t=frame["target"].map(order), _role=frame["role"] != "teacher", _flagged=frame["flag"] != "")
     if primary and primary in frame:
         hib = board.columns[primary].higher_is_better
-        ok = ~frame["_flagged"]
+        # teachers are the context of a ranking, not in it
+        ok = ~frame["_flagged"] & (frame["role"] != "teacher")
         frame.loc[ok, "rank"] = frame[ok].groupby(["target", "role"])[primary].rank(ascending=not hib, method="min")
         frame = frame.sort_values(["_t", "_role", "_flagged", primary], ascending=[True, True, True, not hib],
                                   kind="stable", na_position="last")

@@ -214,19 +214,19 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
 h2{margin:1.6em 0 .4em;border-bottom:1px solid #ccc}
 .section{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}
-.tablebox{flex:1 1 640px;overflow-x:auto}
+.tablebox{flex:1 1 600px;overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;white-space:nowrap}
-th,td{padding:4px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
-th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}
+th,td{padding:4px 7px;border-bottom:1px solid #e3e3e3;text-align:right}
+th{background:#f4f4f4;cursor:pointer;position:sticky;top:0;white-space:normal;vertical-align:bottom;min-width:3em}
 th.name,td.name{text-align:left}
 tr.teacher td{background:#f7fafd}
 .more{display:none}
 body.showall .more{display:table-cell}
 .note{cursor:help;color:#b26a00}
 figure{margin:0 0 .8em}
-figure img{width:440px;display:block}
+figure img{width:340px;display:block}
 figcaption{font-size:12px;color:#555}
-.plots{flex:0 0 450px}
+.plots{flex:0 0 345px}
 .legend{color:#555;font-size:13px;max-width:70em}
 """
 
@@ -238,17 +238,36 @@ document.querySelectorAll('table.board').forEach(function(t){
     rows.sort(function(a,b){var x=key(a),y=key(b),nx=parseFloat(x),ny=parseFloat(y);
       var d=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));return asc?d:-d});
     th.dataset.dir=asc?'asc':'desc'; rows.forEach(function(r){t.tBodies[0].appendChild(r)});});});});
-document.getElementById('showall').addEventListener('change',function(e){
-  document.body.classList.toggle('showall',e.target.checked)});
+var showall=document.getElementById('showall');
+showall.addEventListener('change',function(e){document.body.classList.toggle('showall',e.target.checked)});
+if(location.hash==='#all'){showall.checked=true;document.body.classList.add('showall')}  // a link to every column
 """
 
 
+_TIPS = {f"{GAIN} [95% CI]": "better-by than the same student trained without KD; paired bootstrap 95% CI "
+                              "over utterances",
+         GAP: "student minus its teacher on the ranking metric",
+         SPEEDUP: "the teacher's value over the student's, on the same target"}
+
+
 def _table(board: Board, rows: pd.DataFrame) -> str:
+    """One target's rows. Metric headers are short (the split and the unit suffix go to the
+    tooltip) and the teacher column appears only when the section has several teachers, so the
+    key columns fit beside the plots at 1400 px."""
     key = key_frame(board, rows).drop(columns=["target", "role"])
+    if rows["teacher"].replace("", pd.NA).dropna().nunique() <= 1:
+        key = key.drop(columns=["teacher"])
     more = more_frame(board, rows)
     raw = {header(n, m): rows[n].values for n, m in board.columns.items() if n in rows}
     raw.update({f"{GAIN} [95% CI]": rows[GAIN].values, GAP: rows[GAP].values, SPEEDUP: rows[SPEEDUP].values})
+    short = {header(n, m): (header(_short(n, m.unit), m), n) for n, m in board.columns.items()}
     names = {"model", "loss", "teacher"}
+
+    def th(col: str, extra: str = "") -> str:
+        text, tip = short.get(col, (col, _TIPS.get(col, "")))
+        cls = " ".join(c for c in ("name" if col in names else "", extra) if c)
+        title = f' title="{html.escape(tip)}"' if tip and tip != text else ""
+        return f'<th class="{cls}"{title}>{html.escape(text)}</th>'
 
     def cell(col: str, text: str, i: int, extra: str = "") -> str:
         values = raw.get(col)
@@ -257,9 +276,8 @@ def _table(board: Board, rows: pd.DataFrame) -> str:
         attr = f' class="{cls}"' if cls else ""
         return f"<td{sort}{attr}>{html.escape(str(text))}</td>"
 
-    head = "".join(f'<th class="{"name" if c in names else ""}">{html.escape(c)}</th>' for c in key.columns
-                   if c != "notes")
-    head += '<th class="name">notes</th>' + "".join(f'<th class="more">{html.escape(c)}</th>' for c in more.columns)
+    head = "".join(th(c) for c in key.columns if c != "notes") + th("notes")
+    head += "".join(th(c, "more") for c in more.columns)
     body = []
     for i, role in enumerate(rows["role"]):
         cells = [cell(c, key.iloc[i][c], i) for c in key.columns if c != "notes"]
@@ -283,7 +301,10 @@ def html_page(board: Board, title: str, images: dict[str, list[Path]]) -> str:
             f'<figure><img src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}" '
             f'alt="{html.escape(Path(p).stem)}"><figcaption>{html.escape(Path(p).stem)}</figcaption></figure>'
             for p in images.get(target, []))
-        sections.append(f'<h2>{html.escape(target)}</h2><div class="section"><div class="tablebox">'
+        teachers = sorted(t for t in rows["teacher"].unique() if t)
+        taught = (f'<p class="legend">KD students learn from {html.escape(teachers[0])}.</p>'
+                  if len(teachers) == 1 else "")
+        sections.append(f'<h2>{html.escape(target)}</h2>{taught}<div class="section"><div class="tablebox">'
                         f'{_table(board, rows)}</div>' + (f'<div class="plots">{figures}</div>' if figures else "")
                         + "</div>")
     prov = board.frame[["provenance", *board.provenance_columns]].drop_duplicates() if not board.empty else pd.DataFrame()
