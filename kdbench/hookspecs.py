@@ -32,7 +32,7 @@ def register_datasets(register):
     The factory is called as ``factory(options, cache_dir=Path)`` and returns an object
     with ``load() -> kdbench.interfaces.Corpus``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -44,7 +44,7 @@ def register_tasks(register):
     The task keeps the core free of any assumption about inputs and outputs (audio to
     text for ASR, noisy to clean audio for enhancement, text to audio for TTS).
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -56,7 +56,7 @@ def register_frontends(register):
     ``kdbench.interfaces.Frontend`` (a ``torch.nn.Module``). Teacher and student share it,
     so it is part of every teacher-output cache key.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -67,7 +67,7 @@ def register_augmentations(register):
     The factory is called as ``factory(options, corpus_info=dict)`` and returns a
     ``kdbench.interfaces.Augmentation``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -78,7 +78,7 @@ def register_teachers(register):
     The factory is called as ``factory(options, model_spec=kdbench.interfaces.ModelSpec)``
     and returns a ``kdbench.interfaces.Model``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -89,7 +89,7 @@ def register_students(register):
     The factory is called as ``factory(options, model_spec=kdbench.interfaces.ModelSpec)``
     and returns a ``kdbench.interfaces.Model``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -101,7 +101,7 @@ def register_losses(register):
     task=Task)`` and returns a ``kdbench.interfaces.Loss`` (a ``torch.nn.Module``;
     its parameters, such as a hint projection, are trained with the student).
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -112,7 +112,7 @@ def register_metrics(register):
     The factory is called as ``factory(options)`` and returns a
     ``kdbench.interfaces.Metric`` declaring ``unit`` and ``higher_is_better``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -123,7 +123,7 @@ def register_targets(register):
     The factory is called as ``factory(options)`` and returns a
     ``kdbench.interfaces.Target``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -134,7 +134,7 @@ def register_reporters(register):
     The factory is called as ``factory(options)`` and returns a
     ``kdbench.interfaces.Reporter``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
 
 
@@ -145,5 +145,5 @@ def register_executors(register):
     The factory is called as ``factory(options)`` and returns a
     ``kdbench.interfaces.Executor``.
 
-    :param register: ``register(name, factory, options=Model, summary=str)``.
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
     """
