@@ -21,12 +21,14 @@ from kdbench.hookspecs import hookimpl
 from kdbench.interfaces import Corpus, Frontend, Loss, Measurement, Metric, ModelOutput, Target
 from kdbench.plugins import build_registry
 from kdbench.scaffold import KINDS, new_plugin
-from kdbench.testing import (ConformanceError, check_augmentation, check_dataset, check_frontend, check_loss,
-                             check_metric, check_plugin, check_student, check_target, check_teacher, tiny_bench)
+from kdbench.testing import (ConformanceError, check_augmentation, check_component, check_dataset, check_frontend,
+                             check_loss, check_metric, check_plugin, check_student, check_target, check_teacher,
+                             tiny_bench)
 from kdbench.testing import kdbench_bench, kdbench_registry  # noqa: F401  (the kit's pytest fixtures)
 from kdbench_asr.losses import CtcLoss, ctc
 from kdbench_asr.testing import TinyCtcModel, tiny_corpus
 
+from conftest import load_plugins
 from test_plugins import GOOD_PLUGIN, make_distribution
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,6 +264,84 @@ def test_dataset_with_duplicate_ids(broken_bench):
     with pytest.raises(ConformanceError, match=r"dataset 'duplicate-ids' \(plugin 'broken'\): example id "
                                                r"'kit-train-0' occurs twice"):
         check_dataset("duplicate-ids", registry=broken_bench.registry)
+
+
+# ---- which plugin a check checks (issue 12: check_loss("rkd") checked another plugin's class) --
+
+#: two installed plugins registering one loss name: A's conforms, B's returns a detached value,
+#: so whether a check passes shows whose class it ran
+RKD_A = """
+    from kdbench.hookspecs import hookimpl
+    from kdbench_asr.losses import CtcLoss
+
+    class Rkd(CtcLoss):
+        pass
+
+    @hookimpl
+    def register_losses(register):
+        register("rkd", Rkd)
+"""
+RKD_B = RKD_A.replace("""
+        pass
+""", """
+        def forward(self, student, batch, teacher=None):
+            return super().forward(student, batch, teacher).detach()
+""")
+
+
+@pytest.fixture
+def clashing(tmp_path, monkeypatch, kdbench_bench):
+    """The built-ins' kit inputs, on a registry with both plugins loaded (and a third, rkd_c,
+    that fails to import)."""
+    make_distribution(tmp_path, monkeypatch, "kdbench-rkd-a", {"kdbench_rkd_a": RKD_A}, {"rkd_a": "kdbench_rkd_a"},
+                      load=False)
+    make_distribution(tmp_path, monkeypatch, "kdbench-rkd-b", {"kdbench_rkd_b": RKD_B}, {"rkd_b": "kdbench_rkd_b"},
+                      load=False)
+    make_distribution(tmp_path, monkeypatch, "kdbench-rkd-c", {"kdbench_rkd_c": "import not_a_module_xyz\n"},
+                      {"rkd_c": "kdbench_rkd_c"}, load=False)
+    load_plugins(monkeypatch, "rkd_a", "rkd_b", "rkd_c")
+    registry = build_registry()
+    assert {"rkd_a:rkd", "rkd_b:rkd"} <= set(registry.qualified["losses"])
+    return replace(kdbench_bench, registry=registry)
+
+
+def test_a_check_given_a_plugin_checks_that_plugins_class(clashing):
+    assert type(check_loss("rkd", plugin="rkd_a", bench=clashing)).__module__ == "kdbench_rkd_a"
+    with pytest.raises(ConformanceError) as failure:
+        check_component("losses", "rkd", plugin="rkd_b", bench=clashing)
+    # the prefix names the provider, so a failure cannot be blamed on the wrong package
+    assert str(failure.value).startswith("loss 'rkd' (plugin 'rkd_b', kdbench-rkd-b 1.2.3): it returned a tensor "
+                                         "without gradient"), failure.value
+
+
+def test_a_bare_name_two_plugins_register_names_both_and_how_to_choose(clashing):
+    with pytest.raises(ConformanceError) as failure:
+        check_loss("rkd", bench=clashing)
+    assert str(failure.value) == (
+        "loss 'rkd' is registered by both 'rkd_a' (kdbench-rkd-a 1.2.3) and 'rkd_b' (kdbench-rkd-b 1.2.3), so the "
+        "check cannot tell whose to check: pass plugin='rkd_a' or plugin='rkd_b' to the check, or name it as "
+        "'rkd_a:rkd' or 'rkd_b:rkd'")
+    assert type(check_loss("rkd_a:rkd", bench=clashing)).__module__ == "kdbench_rkd_a"
+
+
+def test_a_name_resolving_to_another_plugins_component_fails(clashing):
+    with pytest.raises(ConformanceError) as failure:
+        check_loss("rkd_a:rkd", plugin="rkd_b", bench=clashing)
+    assert str(failure.value) == (
+        "loss 'rkd' is provided by plugin 'rkd_a' (kdbench-rkd-a 1.2.3 (rkd_a, kdbench_rkd_a:Rkd)), not by plugin "
+        "'rkd_b': checking it would check another plugin's code. plugin 'rkd_b' registers its own: name it 'rkd' "
+        "or 'rkd_b:rkd'")
+    # a name only another plugin registers: the author's own registration is missing
+    with pytest.raises(ConformanceError, match=r"^loss 'ctc' is provided by plugin 'asr' \(kdbench \S+ \(asr, "
+                                               r"kdbench_asr\.losses:CtcLoss\)\), not by plugin 'rkd_a': .* plugin "
+                                               r"'rkd_a' registers no loss 'ctc' \(its losses: rkd\)$"):
+        check_loss("ctc", plugin="rkd_a", bench=clashing)
+    # the author's plugin did not load at all: the import error says why
+    with pytest.raises(ConformanceError, match=r"^loss 'rkd' is provided by plugin 'rkd_a' .* and plugin 'rkd_b' "
+                                               r".*, not by plugin 'rkd_c': .* plugin 'rkd_c' is not loaded "
+                                               r"\(loaded: .*\n  plugin 'rkd_c' .* failed to load: ModuleNotFoundError"):
+        check_loss("rkd", plugin="rkd_c", bench=clashing)
+
 
 
 # ---- `kdbench plugin new` and the example plugin, installed with pip ----------------------

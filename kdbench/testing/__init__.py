@@ -4,16 +4,20 @@
 
     def test_my_plugin():
         check_loaded("my_plugin")                       # entry point found, no load problems
-        check_student("my-student", {"hidden": 32})     # builds, runs, trains one step, reloads
+        check_student("my-student", {"hidden": 32}, plugin="my_plugin")  # builds, runs, trains, reloads
 
 Every check drives the component through the code the runner uses, on tiny real inputs that
 the plugin registering a task provides for it (``inputs``: ``KitInputs``, ``Bench``,
 ``tiny_bench``); the checks themselves are in ``checks``. A failure raises
-``ConformanceError`` (an ``AssertionError``) naming the component, its plugin and what is
-wrong, e.g.::
+``ConformanceError`` (an ``AssertionError``) naming the component, the plugin that provides it
+(its distribution and version when installed) and what is wrong, e.g.::
 
-    student 'my-student' (plugin 'my_plugin'): output has shape (4, 12, 7); expected
-    (batch=4, time, output_dim=13): the last dimension must be ModelSpec.output_dim
+    student 'my-student' (plugin 'my_plugin', kdbench-my-plugin 0.1.0): output has shape
+    (4, 12, 7); expected (batch=4, time, output_dim=13): the last dimension must be
+    ModelSpec.output_dim
+
+``plugin="my_plugin"`` makes a check verify whose component a name resolves to: another
+installed plugin may register the same name, and a check must not pass on its class.
 
 As a pytest plugin (``pytest_plugins = ["kdbench.testing"]`` in ``conftest.py``, or
 ``pytest -p kdbench.testing``) it adds the fixtures ``kdbench_registry`` and ``kdbench_bench``.

@@ -3,7 +3,10 @@
 Every check builds the component through its registered factory and drives it through the
 code the runner uses (``kdbench.training.train``, ``kdbench.evaluation.evaluate``, the input
 pipeline, the teacher-output cache) on a ``Bench`` (``kdbench.testing.inputs``). A failure
-raises ``ConformanceError`` naming the component, its plugin and what is wrong.
+raises ``ConformanceError`` naming the component, the plugin that provides it (distribution and
+version when installed) and what is wrong. Every check takes ``plugin=``: the name must then
+resolve to that plugin's component, so a test never passes on another plugin's class
+registered under the same name.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from kdbench.errors import UnknownComponentError
+from kdbench.errors import AmbiguousComponentError, UnknownComponentError
 from kdbench.evaluation import Deployable, evaluate
 from kdbench.interfaces import (Augmentation, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
                                 Model, ModelOutput, ModelSpec, Target)
@@ -38,15 +41,26 @@ from kdbench.training import train
 
 # ---- plumbing shared by the checks ------------------------------------------------------
 
+def _dist(c: Component) -> str | None:
+    p = c.provider
+    return f"{p.distribution} {p.version}" if p is not None and p.distribution else None
+
+
+def _whose(c: Component) -> str:
+    """``plugin 'p', dist 1.2.3``: which code a message is about. Two plugins may register one
+    name, so the plugin alone may not say whose class was checked; the distribution does."""
+    return f"plugin {c.plugin!r}" + (f", {_dist(c)}" if _dist(c) else "")
+
+
 class _Checker:
-    """Prefixes every problem with '<kind> <name> (plugin <plugin>)'."""
+    """Prefixes every problem with '<kind> <name> (plugin <plugin>, <distribution> <version>)'."""
 
     def __init__(self, component: Component):
         self.component = component
 
     def fail(self, problem: str):
         c = self.component
-        raise ConformanceError(f"{SINGULAR[c.kind]} {c.name!r} (plugin {c.plugin!r}): {problem}")
+        raise ConformanceError(f"{SINGULAR[c.kind]} {c.name!r} ({_whose(c)}): {problem}")
 
     def require(self, ok: Any, problem: str) -> None:
         if not ok:
@@ -63,28 +77,73 @@ class _Checker:
             self.fail(f"{what} raised {type(exc).__name__}: {exc}{hint}")
 
 
-def _component(kind: str, component: Any, registry: Registry) -> Component:
-    """A registered name, a Component, or a bare factory not registered yet."""
-    if isinstance(component, Component):
-        return component
+def _component(kind: str, component: Any, registry: Registry, plugin: str | None = None) -> Component:
+    """A registered name (bare or ``plugin:name``), a Component, or a bare factory not
+    registered yet. With ``plugin``, a name or Component must be that plugin's: an author's
+    test must never pass by checking another plugin's class registered under the same name."""
     if isinstance(component, str):
-        try:
-            return registry.get(kind, component)
-        except UnknownComponentError as exc:
-            problems = "".join(f"\n  {p}" for p in registry.problems)
-            raise ConformanceError(f"{exc}. Is its distribution installed and its `kdbench` entry point "
-                                   f"declared? (`kdbench plugins` lists what loaded){problems}") from None
-    name = getattr(component, "__name__", repr(component))
-    scratch = Registry()  # same validation of the options class as a real registration
-    scratch.add(kind, "<not registered>", name, component)
-    return scratch.components[kind][name]
+        found = _resolve(kind, component, registry, plugin)
+    elif isinstance(component, Component):
+        found = component
+    else:  # nobody's registration yet, so there is no plugin to verify
+        name = getattr(component, "__name__", repr(component))
+        scratch = Registry()  # same validation of the options class as a real registration
+        scratch.add(kind, "<not registered>", name, component)
+        return scratch.components[kind][name]
+    if plugin is not None and found.plugin != plugin:
+        raise ConformanceError(_not_plugins(kind, found.name, plugin, [found], registry))
+    return found
 
 
-def _setup(kind: str, component: Any, bench: Bench | None, registry: Registry | None) -> tuple[_Checker, Bench]:
+def _resolve(kind: str, name: str, registry: Registry, plugin: str | None) -> Component:
+    if plugin is not None and ":" not in name and f"{plugin}:{name}" in registry.qualified[kind]:
+        name = f"{plugin}:{name}"  # the plugin's own, even when another plugin registers the name too
+    try:
+        return registry.get(kind, name)
+    except AmbiguousComponentError:
+        owners = [c for c in registry.qualified[kind].values() if c.name == name]
+        if plugin is not None:  # registered by others only: the plugin's own was looked up above
+            raise ConformanceError(_not_plugins(kind, name, plugin, owners, registry)) from None
+        # the registry would refuse the bare name in a suite too; here, say how a check names one
+        whose = " and ".join(f"{c.plugin!r} ({_dist(c) or 'not installed'})" for c in owners)
+        plugins = " or ".join(f"plugin={c.plugin!r}" for c in owners)
+        qualified = " or ".join(repr(f"{c.plugin}:{name}") for c in owners)
+        raise ConformanceError(f"{SINGULAR[kind]} {name!r} is registered by both {whose}, so the check cannot tell "
+                               f"whose to check: pass {plugins} to the check, or name it as {qualified}") from None
+    except UnknownComponentError as exc:
+        problems = "".join(f"\n  {p}" for p in registry.problems)
+        raise ConformanceError(f"{exc}. Is its distribution installed and its `kdbench` entry point "
+                               f"declared? (`kdbench plugins` lists what loaded){problems}") from None
+
+
+def _not_plugins(kind: str, name: str, plugin: str, owners: list[Component], registry: Registry) -> str:
+    """Why ``name`` is not ``plugin``'s: whose it is, and what became of ``plugin``."""
+    whose = " and ".join(f"plugin {c.plugin!r} ({c.provider.text() if c.provider else 'not installed'})"
+                         for c in owners)
+    head = (f"{SINGULAR[kind]} {name!r} is provided by {whose}, not by plugin {plugin!r}: checking it would "
+            "check another plugin's code. ")
+    loaded = next((p for p in registry.plugins if p.name == plugin), None)
+    own = sorted(c.name for c in registry.qualified[kind].values() if c.plugin == plugin)
+    if loaded is not None and name in own:  # the caller qualified the name with another plugin
+        return head + f"plugin {plugin!r} registers its own: name it {name!r} or {f'{plugin}:{name}'!r}"
+    # with what went wrong loading the plugin, or in one of its hooks: often why its own is missing
+    if loaded is None:
+        why = (f"plugin {plugin!r} is not loaded (loaded: {', '.join(p.name for p in registry.plugins) or 'none'}; "
+               "is it installed, and selected by KDBENCH_LOAD_PLUGINS?)")
+        notes = [p for p in registry.problems if f"'{plugin}'" in p]
+    else:
+        why = f"plugin {plugin!r} registers no {SINGULAR[kind]} {name!r} (its {kind}: {', '.join(own) or 'none'})"
+        notes = [f"{origin} {stage}: {error}" for origin, (stage, error) in registry.failed.items()
+                 if origin.startswith(f"plugin {plugin!r}")]
+    return head + why + "".join(f"\n  {n}" for n in notes)
+
+
+def _setup(kind: str, component: Any, bench: Bench | None, registry: Registry | None,
+           plugin: str | None) -> tuple[_Checker, Bench]:
     """The checker for ``component`` and the bench to check it on: the one given, else the
     default for the component's plugin (``kdbench.testing.inputs``)."""
     registry = bench.registry if bench else registry or get_registry()
-    ck = _Checker(_component(kind, component, registry))
+    ck = _Checker(_component(kind, component, registry, plugin))
     return ck, bench or tiny_bench(registry, plugin=ck.component.plugin)
 
 
@@ -178,12 +237,13 @@ def check_loaded(plugin: str, registry: Registry | None = None) -> LoadedPlugin:
 
 
 def check_dataset(component: Any, options: Options | dict | None = None, *, cache_dir: str | Path | None = None,
-                  task: str | None = None, frontend: str | None = None, registry: Registry | None = None) -> Corpus:
+                  task: str | None = None, frontend: str | None = None, registry: Registry | None = None,
+                  plugin: str | None = None) -> Corpus:
     """``load()`` returns a Corpus with a training set, named test sets, unique ids, info and a
     fingerprint that is stable across loads; the task and front end turn every split into
     features (by default the task of the dataset's plugin and that task's kit front end)."""
     registry = registry or get_registry()
-    ck = _Checker(_component("datasets", component, registry))
+    ck = _Checker(_component("datasets", component, registry, plugin))
     opts = _options(ck, options)
     with tempfile.TemporaryDirectory(prefix="kdbench-kit-") as tmp:
         corpora = []
@@ -219,10 +279,10 @@ def check_dataset(component: Any, options: Options | dict | None = None, *, cach
 
 
 def check_frontend(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                   registry: Registry | None = None) -> Frontend:
+                   registry: Registry | None = None, plugin: str | None = None) -> Frontend:
     """A fixed module mapping (inputs, lengths) to (features (B, T, output_dim), lengths),
     deterministic and independent of batch-mates (it is part of every teacher-output cache key)."""
-    ck, bench = _setup("frontends", component, bench, registry)
+    ck, bench = _setup("frontends", component, bench, registry, plugin)
     fe = _build(ck, _options(ck, options), corpus_info=bench.corpus.info)
     ck.require(isinstance(fe, Frontend), f"its factory returned {type(fe).__name__}; it must return a "
                                          "kdbench.interfaces.Frontend (a torch.nn.Module)")
@@ -257,10 +317,10 @@ def check_frontend(component: Any, options: Options | dict | None = None, *, ben
 
 
 def check_augmentation(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                       registry: Registry | None = None) -> Augmentation:
+                       registry: Registry | None = None, plugin: str | None = None) -> Augmentation:
     """Replayable (all randomness from the generator passed in), no in-place change of its
     input, and usable inside the input pipeline."""
-    ck, bench = _setup("augmentations", component, bench, registry)
+    ck, bench = _setup("augmentations", component, bench, registry, plugin)
     aug = _build(ck, _options(ck, options), corpus_info=bench.corpus.info)
     ck.require(isinstance(aug, Augmentation), f"its factory returned {type(aug).__name__}; it must return a "
                                               "kdbench.interfaces.Augmentation")
@@ -296,23 +356,23 @@ def check_augmentation(component: Any, options: Options | dict | None = None, *,
 
 
 def check_student(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                  registry: Registry | None = None) -> Model:
+                  registry: Registry | None = None, plugin: str | None = None) -> Model:
     """Builds from ModelSpec; forward gives ModelOutput with output (B, T, output_dim), lengths
     in 1..T and the hidden layers hidden_dims declares; eval mode is deterministic; one training
     step with the task's default loss changes its weights; its state_dict reloads."""
-    return _check_model("students", component, options, bench, registry, batch_independent=False)
+    return _check_model("students", component, options, bench, registry, plugin, batch_independent=False)
 
 
 def check_teacher(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                  registry: Registry | None = None) -> Model:
+                  registry: Registry | None = None, plugin: str | None = None) -> Model:
     """As ``check_student``, and an utterance's outputs do not depend on its batch-mates (its
     outputs are cached per utterance and replayed in other batches), and they survive the cache."""
-    return _check_model("teachers", component, options, bench, registry, batch_independent=True)
+    return _check_model("teachers", component, options, bench, registry, plugin, batch_independent=True)
 
 
 def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, registry: Registry | None,
-                 batch_independent: bool) -> Model:
-    ck, bench = _setup(kind, component, bench, registry)
+                 plugin: str | None, batch_independent: bool) -> Model:
+    ck, bench = _setup(kind, component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
     model = _build(ck, opts, model_spec=spec)
     ck.require(isinstance(model, Model), f"its factory returned {type(model).__name__}; it must return a "
@@ -369,12 +429,13 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
 
 
 def check_loss(component: Any, options: Options | dict | None = None, *, student: Model | None = None,
-               teacher: Model | None = None, bench: Bench | None = None, registry: Registry | None = None) -> Loss:
+               teacher: Model | None = None, bench: Bench | None = None, registry: Registry | None = None,
+               plugin: str | None = None) -> Loss:
     """A finite scalar with gradients reaching the student's outputs; ``requires_teacher`` and
     ``teacher_layers_for`` declared on the factory (the planner reads them before building);
     works on teacher outputs as the cache returns them, at another frame rate than the
     student's; its own parameters train in a real training step."""
-    ck, bench = _setup("losses", component, bench, registry)
+    ck, bench = _setup("losses", component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
     student = student or bench.student()
     teacher = teacher or bench.teacher()
@@ -457,12 +518,12 @@ def _check_measurements(ck: _Checker, measurements: Any, where: str, total: int 
 
 
 def check_metric(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                 registry: Registry | None = None, empty_prediction: Any = None) -> Metric:
+                 registry: Registry | None = None, empty_prediction: Any = None, plugin: str | None = None) -> Metric:
     """Every Measurement declares a unit and higher_is_better, has a JSON-storable float value
     and a valid coverage; a 'split' metric returns NaN with coverage (0, 0) rather than raising
     or inventing a number when a test set is empty, and copes with empty predictions (by
     default the bench's ``KitInputs.empty_prediction``: an empty transcript, a silent clip)."""
-    ck, bench = _setup("metrics", component, bench, registry)
+    ck, bench = _setup("metrics", component, bench, registry, plugin)
     metric = _build(ck, _options(ck, options))
     ck.require(isinstance(metric, Metric), f"its factory returned {type(metric).__name__}; it must return a "
                                            "kdbench.interfaces.Metric")
@@ -508,11 +569,12 @@ class _Timing(Metric):
 
 
 def check_target(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
-                 registry: Registry | None = None, require_available: bool = False) -> Target:
+                 registry: Registry | None = None, require_available: bool = False,
+                 plugin: str | None = None) -> Target:
     """``available()`` returns (bool, reason); if available, ``prepare`` returns a module that
     runs and gives outputs of the eager model's shapes, ``artifact_bytes`` is a positive int,
     ``describe()`` is JSON, and a model is evaluated and timed on it by kdbench.evaluation."""
-    ck, bench = _setup("targets", component, bench, registry)
+    ck, bench = _setup("targets", component, bench, registry, plugin)
     target = _build(ck, _options(ck, options))
     ck.require(isinstance(target, Target), f"its factory returned {type(target).__name__}; it must return a "
                                            "kdbench.interfaces.Target")
@@ -569,7 +631,8 @@ CHECKS = {
 
 
 def check_component(kind: str, name: str, options: Options | dict | None = None, **kwargs: Any) -> Any:
-    """Run the check for ``kind`` (a registry kind: 'students', 'losses', ...) on ``name``."""
+    """Run the check for ``kind`` (a registry kind: 'students', 'losses', ...) on ``name``;
+    ``kwargs`` go to that check (``plugin=``, ``bench=``, ``registry=`` ...)."""
     if kind not in CHECKS:
         raise ValueError(f"no conformance check for {kind!r}; there are checks for {', '.join(CHECKS)}")
     return CHECKS[kind](name, options, **kwargs)
@@ -588,6 +651,6 @@ def check_plugin(plugin: str, options: dict[str, dict] | None = None, *,
         for name, component in sorted(components.items()):
             if component.plugin == plugin and kind in CHECKS:
                 kwargs = {"cache_dir": None} if kind == "datasets" else {}
-                CHECKS[kind](component, options.get(name), registry=registry, **kwargs)
+                CHECKS[kind](component, options.get(name), registry=registry, plugin=plugin, **kwargs)
                 checked.append((kind, name))
     return checked
