@@ -164,7 +164,8 @@ def test_a_new_metric_in_a_new_unit_is_gated_and_plotted_as_it_declares(store, t
     out = tmp_path / "board"
     assert cli("leaderboard", "energy", "--tracking-uri", uri, "--out", out).exit_code == 0
     assert (out / "pareto-cpu-energy_j.png").read_bytes()[:4] == b"\x89PNG"
-    assert "energy_j (J) ↓" in (out / "leaderboard.html").read_text()
+    page = (out / "leaderboard.html").read_text()
+    assert 'title="energy_j">energy (J) ↓</th>' in page  # a key column, its full name as the tooltip
 
 
 def test_a_noise_floor_spares_small_one_shot_timings_but_not_real_slowdowns(store, tmp_path):
