@@ -37,8 +37,8 @@ def main() -> None:
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from kdbench.mlflow_leaderboard import aggregate, build, fetch_evaluations
-    from kdbench.synthetic_runs import log_evaluation
+    from kdbench.board import aggregate, build, fetch_evaluations
+    from kdbench.testing.runs import log_evaluation
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="kdbench-search-runs-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from kdbench.cli import main
 from kdbench.board import build
-from kdbench.synthetic_runs import log_evaluation
+from kdbench.testing.runs import log_evaluation
 
 from conftest import tiny_suite, write_suite
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from kdbench.cli import main
 from kdbench.regression import allowed_worsening, tolerance_for
 from kdbench.records import MetricMeta
-from kdbench.synthetic_runs import log_evaluation
+from kdbench.testing.runs import log_evaluation
 
 
 @pytest.fixture(scope="module")
