@@ -13,7 +13,7 @@ from kdbench.options import Options
 from kdbench.plugins import build_registry
 from kdbench.suite import Suite, resolve_suite
 
-from conftest import tiny_suite, write_suite
+from conftest import REPO, tiny_suite, write_suite
 
 
 def validate(path):
@@ -140,3 +140,18 @@ def test_declared_layers_are_used_without_building_the_model(registry, fsdd_root
                                          r"'declared' \(has: block1, block2, block3\)$"):
         resolve(registry, fsdd_root, teachers=teachers,
                 losses=[{"name": "hint", "options": {"teacher_layer": "block4"}}])
+
+
+def test_the_enhancement_hint_is_checked_too(tmp_path):
+    """The enhancement plugin's encoder-hint uses the same check (kdbench.layers)."""
+    import yaml
+
+    suite = yaml.safe_load((REPO / "suites" / "enhancement.yaml").read_text())
+    suite["losses"] = ["si-sdr", {"name": "encoder-hint", "options": {"teacher_layer": "decoder"}}]
+    path = write_suite(tmp_path / "enh.yaml", suite)
+    code, lines = validate(path)
+    assert code == 2
+    assert lines[-1].startswith(f"error: {path}: losses[1].options.teacher_layer: no layer 'decoder' in teacher "
+                                f"'bigru-teacher' (has: ")
+    suite["losses"][1]["options"]["teacher_layer"] = "encoder"
+    assert validate(write_suite(tmp_path / "enh.yaml", suite))[0] == 0

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.errors import SuiteError
-from kdbench.interfaces import Batch, Loss, ModelOutput, ModelSpec
+from kdbench.interfaces import Batch, Loss, ModelOutput
+from kdbench.layers import check_hint_layers
 from kdbench.options import Options
-from kdbench.suite import OptionMismatch, Resolved, ResolvedSuite
 
 from kdbench.alignment import align_frames, frame_mask, hidden_lengths
 
@@ -33,25 +33,6 @@ def frame_kd(student: ModelOutput, teacher: ModelOutput, temperature: float) -> 
     kl = (t_probs * (torch.log(t_probs.clamp_min(1e-8)) - s_logp)).sum(-1)
     mask = frame_mask(student.lengths, frames)
     return temperature ** 2 * (kl * mask).sum() / mask.sum().clamp(min=1)
-
-
-def hidden_layers(model: Resolved) -> tuple[str, ...] | None:
-    """The hidden layers a suite's teacher or student will expose, known before any data loads.
-
-    A model may declare them, ``hidden_layers_for(options)``, when building it is not cheap (a
-    hub pipeline that downloads). Otherwise it is built on PyTorch's meta device (no memory, no
-    initialisation) for a stand-in ModelSpec: the real one needs the corpus and the front end,
-    and a model's layer names follow from its options. None when it cannot be built so: its
-    layers are then checked when the loss is built."""
-    declared = getattr(model.component.factory, "hidden_layers_for", None)
-    if declared is not None:
-        return tuple(declared(model.options))
-    try:
-        with torch.device("meta"):
-            built = model.build(model_spec=ModelSpec(input_dim=16, output_dim=8))
-        return tuple(built.hidden_dims)
-    except Exception:  # e.g. a model that needs the real input size: the run-time check applies
-        return None
 
 
 class CtcLoss(Loss):
@@ -118,16 +99,9 @@ class HintLoss(Loss):
         return (options.teacher_layer,)
 
     @classmethod
-    def check_suite(cls, options, suite: ResolvedSuite) -> None:
+    def check_suite(cls, options, suite) -> None:
         """Every teacher and student has the named layers (else a run fails after training)."""
-        for role, option, models in (("teacher", "teacher_layer", suite.teachers),
-                                     ("student", "student_layer", suite.students)):
-            layer = getattr(options, option)
-            for model in models:
-                layers = hidden_layers(model)
-                if layers is not None and layer not in layers:
-                    raise OptionMismatch(option, f"no layer {layer!r} in {role} {model.label!r} "
-                                                 f"(has: {', '.join(layers) or 'none'})")
+        check_hint_layers(options, suite)
 
     def __init__(self, options, student, teacher, **context):
         super().__init__()

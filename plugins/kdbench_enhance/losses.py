@@ -8,6 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from kdbench.alignment import align_frames, frame_mask, hidden_lengths
+from kdbench.layers import check_hint_layers
 from kdbench.interfaces import Batch, Loss, ModelOutput
 from kdbench.options import Options
 
@@ -98,6 +99,11 @@ class EncoderHint(_Distilling):
     @classmethod
     def teacher_layers_for(cls, options) -> tuple[str, ...]:
         return (options.teacher_layer,)
+
+    @classmethod
+    def check_suite(cls, options, suite) -> None:
+        """Every teacher and student has the named layers (else a run fails after training)."""
+        check_hint_layers(options, suite)
 
     def __init__(self, options, student=None, teacher=None, **context):
         super().__init__(options)
