@@ -40,6 +40,11 @@ _API = {
                     "kdbench.interfaces"),
     # what a target's prepare() receives: front end and model as one module
     "Deployable": "kdbench.evaluation",
+    # what check_suite(options, suite) receives and may raise, and the layer check hints share
+    **dict.fromkeys(("ResolvedSuite", "OptionMismatch"), "kdbench.suite"),
+    "check_hint_layers": "kdbench.layers",
+    # a metric's declared semantics as a leaderboard reads them back
+    "MetricMeta": "kdbench.records",
     **dict.fromkeys(("KdbenchError", "SuiteError", "UnknownComponentError", "AmbiguousComponentError", "PluginError",
                      "DataError", "CheckpointError", "TargetError", "TrackingError", "TrackingUnreachable",
                      "BaselineError", "RegressionFound", "RunFailed"), "kdbench.errors"),
@@ -55,7 +60,10 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real classes; at run time th
     from kdbench.hookspecs import hookimpl
     from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, Loss,
                                     Measurement, Metric, Model, ModelOutput, ModelSpec, Reporter, Target, Task)
+    from kdbench.layers import check_hint_layers
     from kdbench.options import NoOptions, Options
+    from kdbench.records import MetricMeta
+    from kdbench.suite import OptionMismatch, ResolvedSuite
 
 
 def __getattr__(name: str) -> Any:
