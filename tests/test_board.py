@@ -184,3 +184,18 @@ def test_a_suite_file_without_a_name_shows_only_its_own_runs(tmp_path):
     result = cli("leaderboard", path, "--tracking-uri", uri, "--format", "json")
     assert result.exit_code == 0, result.output
     assert [row["model"] for row in json.loads(result.output)["rows"]] == ["mine"]
+
+
+def test_metric_meta_carries_every_semantic_field_a_measurement_declares():
+    """MetricMeta mirrors the Measurement fields that describe a metric (not one value of it): a
+    field added to one and not the other would silently never reach the leaderboard."""
+    from dataclasses import fields
+
+    from kdbench.interfaces import Measurement
+    from kdbench.records import MetricMeta
+
+    per_value = {"name", "value", "coverage", "samples", "weights"}
+    assert {f.name for f in fields(Measurement)} - per_value == {f.name for f in fields(MetricMeta)}
+    declared = Measurement("energy_j", 2.0, "J", kind="cost", tolerance={"abs": 0.5}, headline=True, scale="log")
+    assert MetricMeta.from_tag(MetricMeta.of(declared).to_tag()) == MetricMeta(
+        "J", False, kind="cost", tolerance={"abs": 0.5}, headline=True, scale="log")
