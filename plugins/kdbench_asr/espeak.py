@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["available", "list_variants", "synthesize"]
+__all__ = ["available", "list_variants", "synthesize", "synthesize_phonemes"]
 
 # Values from espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -23,6 +23,8 @@ _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _EE_OK = 0
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
 _ERRORS = {-1: "internal error", 1: "buffer full", 2: "not found"}
 
 # espeak-ng copies the data path into a fixed ~160-byte buffer; longer paths
@@ -33,6 +35,17 @@ _MAX_DATA_PATH = 150
 _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT; for a phoneme event ``id`` holds the phoneme's name (UTF-8, NUL-padded)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int), ("audio_position", ctypes.c_int),  # audio_position is in whole ms
+        ("sample", ctypes.c_int),  # the exact sample offset in this utterance's output
+        ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
+    ]
 
 
 class _Engine:
@@ -62,6 +75,8 @@ class _Engine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.argtypes = []
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_ng_SetPhonemeEvents.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.espeak_ng_SetPhonemeEvents.restype = ctypes.c_int
 
         # buflength=0 -> default 60 ms chunks. Failure shows up as rate <= 0
         # because DONT_EXIT makes the library carry on instead of exiting.
@@ -75,6 +90,8 @@ class _Engine:
         self.lib = lib
         self.sample_rate = rate
         self._chunks: list[bytes] = []
+        self._samples = 0  # samples received so far in the current utterance
+        self._phonemes: list[tuple[str, int]] | None = None  # collected only when asked for
         # Keep a reference: ctypes frees the trampoline if the object is collected.
         self._callback = _SynthCallback(self._on_audio)
         lib.espeak_SetSynthCallback(self._callback)
@@ -82,6 +99,13 @@ class _Engine:
     def _on_audio(self, wav, numsamples, events) -> int:
         if wav and numsamples > 0:
             self._chunks.append(ctypes.string_at(wav, numsamples * ctypes.sizeof(ctypes.c_short)))
+        if self._phonemes is not None and events:
+            event = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while event[i].type != _EVENT_LIST_TERMINATED:
+                if event[i].type == _EVENT_PHONEME:
+                    self._phonemes.append((event[i].id.decode("utf-8"), event[i].sample))
+                i += 1
         return 0  # 0 = continue synthesis
 
     def _check(self, code: int, what: str) -> None:
@@ -89,6 +113,22 @@ class _Engine:
             raise RuntimeError(f"{what} failed: {_ERRORS.get(code, f'error {code}')}")
 
     def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+        return self._synthesize(text, voice, rate, pitch)
+
+    def synthesize_phonemes(self, text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, list]:
+        # Phoneme events are switched on only for this call: with them on, eSpeak NG renders
+        # some voices with slightly different samples, and plain synthesis (the ASR corpus,
+        # whose cache key is its content) must keep giving what it always gave.
+        self._check(self.lib.espeak_ng_SetPhonemeEvents(1, 0), "enabling phoneme events")
+        self._phonemes = []
+        try:
+            wave = self._synthesize(text, voice, rate, pitch)
+            return wave, self._phonemes
+        finally:
+            self._phonemes = None
+            self.lib.espeak_ng_SetPhonemeEvents(0, 0)
+
+    def _synthesize(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
         code = self.lib.espeak_SetVoiceByName(voice.encode("utf-8"))
         if code != _EE_OK:
             raise RuntimeError(f"unknown eSpeak NG voice {voice!r} ({_ERRORS.get(code, code)})")
@@ -167,6 +207,17 @@ def list_variants() -> list[str]:
     return list(_variants())
 
 
+def _voice(language: str, variant: str | None) -> str:
+    if "+" in language:
+        raise ValueError(f"language {language!r} contains '+'; pass the variant via variant=")
+    if variant is None:
+        return language
+    # espeak silently ignores unknown variants, so check them ourselves.
+    if variant not in _variants():
+        raise RuntimeError(f"unknown eSpeak NG variant {variant!r}; see list_variants()")
+    return f"{language}+{variant}"
+
+
 def synthesize(
     text: str,
     *,
@@ -183,14 +234,31 @@ def synthesize(
     gives slightly different samples; a fixed sequence of calls in a fresh
     process is reproducible.
     """
-    if "+" in language:
-        raise ValueError(f"language {language!r} contains '+'; pass the variant via variant=")
-    voice = language
-    if variant is not None:
-        # espeak silently ignores unknown variants, so check them ourselves.
-        if variant not in _variants():
-            raise RuntimeError(f"unknown eSpeak NG variant {variant!r}; see list_variants()")
-        voice = f"{language}+{variant}"
+    voice = _voice(language, variant)
     with _lock:
         engine = _get_engine()
         return engine.synthesize(text, voice, rate, pitch), engine.sample_rate
+
+
+def synthesize_phonemes(
+    text: str,
+    *,
+    language: str = "en-us",
+    variant: str | None = None,
+    rate: int = 175,
+    pitch: int = 50,
+) -> tuple[np.ndarray, int, list[tuple[str, int]]]:
+    """Like :func:`synthesize`, plus the phonemes eSpeak NG spoke: ``(wave, sample_rate,
+    [(phoneme, start_sample), ...])`` in order.
+
+    Phoneme names are eSpeak's ASCII mnemonics (``"aI"``, ``"t#"``, pauses ``"_"``,
+    ``"_:"``), a vowel prefixed by its stress mark (``"'"`` primary, ``","`` secondary).
+    ``start_sample`` is the exact offset into ``wave`` where the phoneme begins; it ends
+    where the next one begins (the last one at ``len(wave)``). Audio before the first
+    phoneme is leading silence.
+    """
+    voice = _voice(language, variant)
+    with _lock:
+        engine = _get_engine()
+        wave, phonemes = engine.synthesize_phonemes(text, voice, rate, pitch)
+        return wave, engine.sample_rate, phonemes
