@@ -1,0 +1,104 @@
+"""A real single-speaker corpus in the LJSpeech layout: ``<root>/metadata.csv`` with lines
+``id|text|normalized text`` (the third field optional) and ``<root>/wavs/<id>.wav``.
+
+Examples have the shape of :mod:`kdbench_tts.data` (phoneme ids in, a 16 kHz float32
+waveform out), with the normalized text when a line has one (else the raw text) run through
+:func:`kdbench_tts.text.phonemize`. Durations are unknown (eSpeak's timings are not the
+recording's), so ``meta`` has no ``durations``: a model that needs them gets them from an
+aligner or a teacher. The last ``test_utterances`` lines of ``metadata.csv`` are the test
+set (LJSpeech has no official split; the file is in a fixed order). Nothing is downloaded or
+cached: phonemizing runs eSpeak on every line, a few minutes for the full 13,100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from pydantic import Field
+
+from kdbench.errors import DataError
+from kdbench.interfaces import Corpus
+from kdbench.options import Options
+
+from . import text
+from .audio import SAMPLE_RATE
+from .data import Splits, fingerprint, make_corpus, make_example
+
+
+class LJSpeech:
+    """A local corpus in the LJSpeech layout (metadata.csv + wavs/), one speaker, no durations."""
+
+    class Options(Options):
+        root: Path
+        test_utterances: int = Field(100, ge=1, description="the last lines of metadata.csv")
+        max_train_utterances: int | None = Field(None, ge=1, description="keep only the first n training lines")
+        speaker: str = "LJ"
+
+    def __init__(self, options: Options, cache_dir: Path | None = None, **context):
+        self.options = options
+
+    def load(self) -> Corpus:
+        o = self.options
+        rows = read_metadata(Path(o.root) / "metadata.csv")
+        if len(rows) <= o.test_utterances:
+            raise DataError(f"{o.root}/metadata.csv lists {len(rows)} utterances; test_utterances={o.test_utterances} "
+                            "leaves none for training")
+        train, test = rows[:-o.test_utterances], rows[-o.test_utterances:]
+        if o.max_train_utterances is not None:
+            train = train[:o.max_train_utterances]
+        splits: Splits = {split: [self._example(uid, words, Path(o.root)) for uid, words in chosen]
+                          for split, chosen in (("train", train), ("test", test))}
+        # Where the corpus lives does not change the data, so the root stays out of the recipe.
+        recipe = {"layout": "ljspeech", "text": text.TEXT_STATE, **o.model_dump(mode="json", exclude={"root"})}
+        return make_corpus("ljspeech", splits, fingerprint(splits, recipe), source=str(o.root),
+                           speaker_ids={o.speaker: 0})
+
+    def _example(self, uid: str, words: str, root: Path):
+        phonemes = text.phonemize(words, uid)
+        wave = read_wave(root / "wavs" / f"{uid}.wav", uid)
+        return make_example(uid, text.encode(phonemes, uid), wave, {
+            "text": text.normalize(words, uid), "phonemes": phonemes, "speaker": self.options.speaker,
+            "speaker_id": 0})
+
+
+def read_metadata(path: Path) -> list[tuple[str, str]]:
+    """``(id, text)`` per line, the normalized text when given; one-line DataError otherwise."""
+    if not path.is_file():
+        raise DataError(f"LJSpeech metadata not found: {path} (expected <root>/metadata.csv)")
+    rows, seen = [], set()
+    # Not the csv module: LJSpeech's texts contain unbalanced double quotes.
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) not in (2, 3) or not fields[0].strip():
+            raise DataError(f"{path}:{lineno}: expected 'id|text|normalized text', got {len(fields)} field(s)")
+        uid = fields[0].strip()
+        if uid in seen:
+            raise DataError(f"{path}:{lineno}: utterance id {uid!r} occurs twice")
+        seen.add(uid)
+        words = fields[2] if len(fields) == 3 and fields[2].strip() else fields[1]
+        rows.append((uid, words))
+    if not rows:
+        raise DataError(f"{path} lists no utterances")
+    return rows
+
+
+def read_wave(path: Path, uid: str) -> np.ndarray:
+    """A mono float32 waveform at SAMPLE_RATE."""
+    if not path.is_file():
+        raise DataError(f"utterance {uid}: audio file not found: {path}")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports corrupt or unsupported files with several types
+        raise DataError(f"utterance {uid}: cannot read {path}: {exc}") from None
+    if data.shape[0] == 0:
+        raise DataError(f"utterance {uid}: {path} contains no samples")
+    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if rate != SAMPLE_RATE:
+        wave = AF.resample(wave, rate, SAMPLE_RATE)
+    return np.ascontiguousarray(wave.numpy(), dtype=np.float32)
