@@ -77,7 +77,8 @@ def check_workload(stage: str, models, stage_inputs):
         for ident, (x, n), seconds in stage_inputs:
             with torch.inference_mode():
                 got = int(model(x, n).lengths[0])
-            assert got == round(seconds * per_second), f"{name} on {ident}: {got} output steps, planned {seconds * per_second}"
+            planned = round(seconds * per_second)
+            assert got == planned, f"{name} on {ident}: {got} output steps, planned {planned}"
 
 
 def main():

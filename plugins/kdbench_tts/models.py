@@ -122,7 +122,8 @@ class Tacotron2Teacher(Model):
             postnet_kernel_size=o.postnet_kernel_size, postnet_embedding_dim=o.postnet_dim,
             gate_threshold=o.gate_threshold)
         if model_spec.output_dim != N_MELS:
-            raise ValueError(f"Tacotron2Teacher predicts {N_MELS} mel bands, but the task asks for {model_spec.output_dim}")
+            raise ValueError(f"Tacotron2Teacher predicts {N_MELS} mel bands, "
+                             f"but the task asks for {model_spec.output_dim}")
         self.hidden_dims = {"encoder": o.encoder_dim, "durations": 1}
 
     # torchaudio's encoder and postnet run convolutions over the padding (an utterance's last
@@ -236,7 +237,8 @@ class _SinusoidalPositions(nn.Module):
 
     def forward(self, steps: int, device, dtype) -> torch.Tensor:
         position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
-        rate = torch.exp(torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.dim))
+        even = torch.arange(0, self.dim, 2, device=device, dtype=torch.float32)
+        rate = torch.exp(even * (-math.log(10000.0) / self.dim))
         pe = torch.zeros(steps, self.dim, device=device)
         pe[:, 0::2] = torch.sin(position * rate)
         pe[:, 1::2] = torch.cos(position * rate)[:, : self.dim // 2]
