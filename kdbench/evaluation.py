@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -32,6 +33,8 @@ class EvaluationResult:
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # metric name -> {"ids", "samples", "weights"}: per-utterance scores for paired statistics
     scores: dict[str, dict[str, list]] = field(default_factory=dict)
+    # a few predictions per test set a person can listen to, as the task wrote them (WAV)
+    audio: list[Path] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
         return {m.name: m.value for m in self.measurements}
@@ -50,7 +53,7 @@ def predict(deployed: nn.Module, task: Task, examples: Sequence[Example], batch_
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             batch = task.collate(examples[start:start + batch_size])
-            predictions += task.predict(deployed(batch.inputs, batch.input_lengths))
+            predictions += task.predict(task.infer(deployed, batch))
     return predictions
 
 
@@ -61,22 +64,43 @@ def evaluate(
     tests: dict[str, list[Example]],
     metrics: Sequence[Metric],
     target: Target,
+    audio_dir: Path | None = None,
+    keep_audio: int = 3,
 ) -> EvaluationResult:
+    """``audio_dir``: where the task writes the first ``keep_audio`` predictions of each test
+    set it can save as audio (``Task.save_prediction``), as ``<split>/<example id>.<ext>``."""
     threads = torch.get_num_threads()  # a target sets its own; the caller's training keeps theirs
     try:
-        return _evaluate(model, frontend, task, tests, metrics, target)
+        return _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio)
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(model, frontend, task, tests, metrics, target) -> EvaluationResult:
+def _save_audio(task: Task, split: str, examples: Sequence[Example], preds: Sequence[Any], audio_dir: Path | None,
+                keep: int) -> list[Path]:
+    if audio_dir is None or keep <= 0:
+        return []
+    saved = []
+    for example, pred in zip(examples[:keep], preds[:keep]):
+        stem = Path(audio_dir) / split / example.id.replace("/", "_")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        path = task.save_prediction(pred, stem)
+        if path is None:  # the task keeps its predictions as text only
+            return saved
+        saved.append(Path(path))
+    return saved
+
+
+def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio) -> EvaluationResult:
     eager = Deployable(frontend, model).eval()
     deployed = target.prepare(Deployable(frontend, model).eval())
     measurements: list[Measurement] = []
     predictions: dict[str, list[dict[str, Any]]] = {}
     scores: dict[str, dict[str, list]] = {}
+    audio: list[Path] = []
     for split, examples in tests.items():
         preds = predict(deployed, task, examples)
+        audio += _save_audio(task, split, examples, preds, audio_dir, keep_audio)
         refs = [task.reference(e) for e in examples]
         predictions[split] = [{"id": e.id, "prediction": _jsonable(p), "reference": _jsonable(r)}
                               for e, p, r in zip(examples, preds, refs)]
@@ -108,14 +132,23 @@ def _evaluate(model, frontend, task, tests, metrics, target) -> EvaluationResult
     def run_one(example: Example) -> Any:
         return forward_with(deployed)(prepare_input(example))
 
+    # the seconds speed is normalised by: the input's, unless the task reads them from the
+    # output (a synthesizer), which then costs one untimed run of the example
+    from kdbench.interfaces import Task as _Task
+
+    reads_output = type(task).seconds is not _Task.seconds
+
+    def seconds(example: Example) -> float:
+        return task.seconds(example, run_one(example) if reads_output else None)
+
     def startup() -> Callable[[], Callable[[Any], Any]]:
         load = target.startup(deployed, Deployable(frontend, model).eval())  # untimed: serialising
         return lambda: forward_with(load())
 
     ev = Evaluation(None, list(first), [], [], run_one, eager, target.artifact_bytes(deployed),
                     prepare_input=prepare_input, forward=forward_with(deployed), startup=startup,
-                    threads=getattr(target, "threads", None))
+                    threads=getattr(target, "threads", None), seconds=seconds)
     for metric in metrics:
         if metric.scope == "model":
             measurements += metric.compute(ev)
-    return EvaluationResult(measurements, predictions, scores)
+    return EvaluationResult(measurements, predictions, scores, audio)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -86,6 +87,12 @@ class Frontend(nn.Module):
     #: (a length it was not exported with); long enough for any window the model applies
     export_lengths: tuple[int, int] = (200, 137)
 
+    def example_features(self, length: int) -> torch.Tensor:
+        """One utterance of features as the model receives them, (1, length, output_dim), to
+        export a model with: random floats by default; a front end whose features are token ids
+        returns int64 ids in its vocabulary instead."""
+        return torch.randn(1, length, self.output_dim)
+
 
 class Augmentation(ABC):
     """A training-time perturbation of one example's input (stage ``input``) or features
@@ -119,6 +126,33 @@ class Task(ABC):
 
     def reference(self, example: Example) -> Any:
         return example.target
+
+    def train_forward(self, model: "Model", features: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> ModelOutput:
+        """How the model runs while it trains. By default as it runs deployed; a task may pass
+        what only training has: targets for teacher forcing (Tacotron2), ground-truth durations
+        (FastSpeech). The built-in convention: a model's ``forward_train(features, lengths,
+        batch)``, when it has one."""
+        forward_train = getattr(model, "forward_train", None)
+        if forward_train is not None:
+            return forward_train(features, lengths, batch)
+        return model(features, lengths)
+
+    def infer(self, deployed: nn.Module, batch: Batch) -> ModelOutput:
+        """How a deployed model (front end included) runs on a collated batch in evaluation."""
+        return deployed(batch.inputs, batch.input_lengths)
+
+    def seconds(self, example: Example, output: ModelOutput | None = None) -> float:
+        """The audio seconds that speed and compute are normalised by (a real-time factor is
+        compute time over these). By default the input audio's duration (``meta["duration"]``);
+        a synthesizer returns the seconds it produced, read from ``output`` (the model's output
+        for this example alone)."""
+        return float(example.meta.get("duration", 0.0) or 0.0)
+
+    def save_prediction(self, prediction: Any, path: Path) -> Path | None:
+        """Write one prediction a person can listen to (enhanced or synthesized audio) to
+        ``path`` plus the suffix the task chooses, and return that path; None (the default) for
+        predictions that are already kept as text."""
+        return None
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state that changes outputs (part of cache keys)."""
@@ -198,6 +232,9 @@ class Evaluation:
     forward: Callable[[Any], Any] | None = None
     startup: Callable[[], Callable[[], Callable[[Any], Any]]] | None = None
     threads: int | None = None  # intra-op threads the target runs with
+    #: audio seconds of an example that speed is normalised by (``Task.seconds``: the input's,
+    #: or for a synthesizer the seconds it produced)
+    seconds: Callable[[Example], float] | None = None
 
 
 class Metric(ABC):

@@ -214,9 +214,11 @@ class Row:
     tags: dict[str, str] = field(default_factory=dict)
     scores_path: Path | None = None  # per-utterance scores, for the KD gain's confidence interval
     started: float = 0.0  # seconds since the epoch
+    audio: list[Path] = field(default_factory=list)  # a few predictions to listen to (<split>/<id>.wav)
 
     def flat(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("measurements", "tags", "scores_path", "started")}
+        d = {k: v for k, v in self.__dict__.items()
+             if k not in ("measurements", "tags", "scores_path", "started", "audio")}
         d.update(self.measurements)
         return d
 

@@ -75,5 +75,9 @@ class RunStore:
         self._write_json(path, scores)
         return path
 
+    def audio_dir(self, run_key: str, target_key: str) -> Path:
+        """Predictions a person can listen to, as the task wrote them: ``<split>/<id>.wav``."""
+        return self.run_dir(run_key) / f"audio-{target_key}"
+
     def prediction_paths(self, run_key: str, target_key: str) -> list[Path]:
         return sorted(self.run_dir(run_key).glob(f"predictions-{target_key}-*.jsonl"))

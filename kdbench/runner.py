@@ -102,7 +102,8 @@ class Runner:
         self.pipeline = InputPipeline(self.task, self.frontend, augmentations, salt=stable_hash(self.base))
         self.model_spec = ModelSpec(input_dim=self.frontend.output_dim, output_dim=self.task.output_dim(),
                                     extras=dict(self.corpus.info))
-        self.metrics = [m.build() for m in rs.metrics]
+        # a metric may build another registered component (an ASR model judging synthesized speech)
+        self.metrics = [m.build(resolve=self._resolve) for m in rs.metrics]
         self.targets = [(t, t.build()) for t in rs.targets]
 
     # ---- teachers and references ----------------------------------------------------------
@@ -292,11 +293,14 @@ class Runner:
         record = None if self.reevaluate else self.store.load_evaluation(ev.run_key, target_key)
         try:
             if record is None:
-                result = evaluate(ev.model, self.frontend, self.task, self.corpus.tests, self.metrics, target)
+                result = evaluate(ev.model, self.frontend, self.task, self.corpus.tests, self.metrics, target,
+                                  audio_dir=self.store.audio_dir(ev.run_key, target_key))
                 # per-utterance samples go to their own file: the record stays small
                 record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
                                            for m in result.measurements],
-                          "target": {**resolved.config(), **target.describe()}}
+                          "target": {**resolved.config(), **target.describe()},
+                          "audio": [str(p.relative_to(self.store.audio_dir(ev.run_key, target_key)))
+                                    for p in result.audio]}
                 self.store.save_scores(ev.run_key, target_key, result.scores)
                 self.store.save_evaluation(ev.run_key, target_key, record, result.predictions)
             else:
@@ -318,6 +322,7 @@ class Runner:
                     **({records.PRIMARY_METRIC: primary} if primary else {})}
         scores = self.store.scores_path(ev.run_key, target_key)
         row.scores_path = scores if scores.exists() else None
+        row.audio = [self.store.audio_dir(ev.run_key, target_key) / name for name in record.get("audio", [])]
         if ev.parent:
             grandchild = self.tracker.start(f"{identity.describe()} @ {resolved.label}", ev.parent,
                                             {records.RUN_KIND: "evaluation", **identity.tags()})
@@ -327,8 +332,15 @@ class Runner:
                 self.tracker.artifact(grandchild, path, "predictions")
             if row.scores_path:
                 self.tracker.artifact_as(grandchild, scores, "scores.json")
+            for path in row.audio:  # audio/<split>/<id>.wav: listened to in the UI and the HTML page
+                self.tracker.artifact(grandchild, path, f"audio/{path.parent.name}")
             self.tracker.finish(grandchild)
         return row
+
+    def _resolve(self, kind: str, name: str, options: dict | None = None, **context: Any) -> Any:
+        """Build another registered component by name (``kind`` as in a suite: "teachers",
+        "metrics", ...), with validated options: what a metric factory receives as ``resolve``."""
+        return self.registry.get(kind, name).build(options, **context)
 
     # ---- tracking helpers ---------------------------------------------------------------
     def _track_start(self, name: str, tags: dict[str, str]) -> str | None:

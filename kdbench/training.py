@@ -103,7 +103,7 @@ def train(
         copy = (epoch % copies) if copies else None
         feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
         teacher_out = teacher(feats, copy) if teacher is not None else None
-        out = model(feats.features, feats.lengths)
+        out = pipeline.task.train_forward(model, feats.features, feats.lengths, feats.batch)
         loss = loss_fn(out, feats.batch, teacher_out)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}")

@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import kdbench  # noqa: F401  first: it sets OpenMP's wait policy, which torch reads once, when it loads
 import pytest
 import yaml
 

@@ -199,7 +199,16 @@ def test_tiny_enhancement_suite_end_to_end_through_mlflow(tmp_path, fsdd_root, s
     kd = next(r for r in evaluations if r.data.tags["kdbench.loss"] == "si-sdr-kd")
     assert json.loads(kd.data.tags["kdbench.metric.test-unseen/pesq_nb.meta"])["unit"] == "MOS"
     assert json.loads(kd.data.tags["kdbench.metric.test-unseen/si_sdri.meta"])["higher_is_better"] is True
-    assert (tmp_path / "r" / "tiny-enh" / "mlflow-leaderboard" / "leaderboard.html").exists()
+    # a few enhanced clips per test set are kept as WAV, logged to MLflow and playable on both pages
+    clips = [a.path for split in ("audio/test-seen", "audio/test-unseen")
+             for a in client.list_artifacts(kd.info.run_id, split)]
+    assert len(clips) == 6 and all(c.endswith(".wav") for c in clips)
+    local = next((tmp_path / "r" / "tiny-enh" / "runs").glob("*/audio-*/test-unseen/*.wav"))
+    clip, rate = sf.read(local)
+    assert rate == 8000 and clip.ndim == 1 and len(clip) > 0 and np.abs(clip).max() > 0
+    for page in ("leaderboard.html", "mlflow-leaderboard/leaderboard.html"):
+        html = (tmp_path / "r" / "tiny-enh" / page).read_text()
+        assert html.count('<audio controls') == 5 and "data:audio/wav;base64," in html, page
 
 
 def test_stft_enhancer_runs_on_onnxruntime_and_scores_as_in_pytorch(tmp_path, fsdd_root, shared_cache):

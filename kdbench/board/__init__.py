@@ -43,6 +43,29 @@ def mlflow_scores(client, disk: Path | None = None):
     return load
 
 
+def mlflow_audio(client, disk: Path | None = None):
+    """An audio loader for MLflow runs: the ``audio/<split>/*`` artifacts of a run, downloaded
+    once (into ``disk`` when given; finished runs' artifacts do not change)."""
+
+    def load(run_id: str) -> list[Path]:
+        try:
+            splits = [a.path for a in client.list_artifacts(run_id, "audio") if a.is_dir]
+            names = [a.path for split in splits for a in client.list_artifacts(run_id, split) if not a.is_dir]
+        except Exception:  # a run logged before audio was kept, or a store without artifacts
+            return []
+        out = []
+        for name in names:
+            local = Path(disk or tempfile.mkdtemp(prefix="kdbench-audio-")) / run_id / name
+            if not local.exists():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+                local = Path(client.download_artifacts(run_id, name, str(local.parent.parent.parent)))
+            out.append(local)
+        return out
+
+    return load
+
+
 def build(client, exp_ids: list[str], suite: str | None = None, *, target: str | None = None,
           min_coverage: float = DEFAULT_MIN_COVERAGE, metric: str | None = None, bootstrap: bool = True,
           resamples: int = 2000, cache_dir: Path | None = None, refresh: bool = False,
@@ -58,8 +81,10 @@ def build(client, exp_ids: list[str], suite: str | None = None, *, target: str |
     else:
         raw = fetch_evaluations(client, exp_ids, suite)
     scores = mlflow_scores(client, Path(cache_dir) / "scores" if cache_dir is not None else None) if bootstrap else None
-    return aggregate(raw, scores=scores, target=target, min_coverage=min_coverage, metric=metric,
-                     resamples=resamples, target_order=target_order)
+    board = aggregate(raw, scores=scores, target=target, min_coverage=min_coverage, metric=metric,
+                      resamples=resamples, target_order=target_order)
+    board.audio = mlflow_audio(client, Path(cache_dir) / "audio" if cache_dir is not None else None)
+    return board
 
 
 def from_result(result, **options: Any) -> Board:
@@ -74,7 +99,10 @@ def from_result(result, **options: Any) -> Board:
         return json.loads(Path(path).read_text()) if path else None
 
     targets = list(dict.fromkeys(r.target for r in result.rows))
-    return aggregate(pd.DataFrame(result.runs()), scores=scores, target_order=targets, **options)
+    board = aggregate(pd.DataFrame(result.runs()), scores=scores, target_order=targets, **options)
+    audio = {r.as_run(result.suite)["run_id"]: list(r.audio) for r in result.rows if r.status == "ok"}
+    board.audio = lambda run_id: audio.get(run_id, [])
+    return board
 
 
 def write_all(board: Board, out_dir: Path, title: str) -> list[Path]:

@@ -37,6 +37,8 @@ class Board:
     runs: int  # evaluation runs read
     notes: list[str] = field(default_factory=list)
     target_order: list[str] = field(default_factory=list)  # the suite's order, when known
+    #: run id -> audio files of that evaluation (a few predictions to listen to), or None
+    audio: Callable[[str], list] | None = None
 
     @property
     def empty(self) -> bool:

@@ -228,6 +228,7 @@ figure img{width:340px;display:block}
 figcaption{font-size:12px;color:#555}
 .plots{flex:0 0 345px}
 .legend{color:#555;font-size:13px;max-width:70em}
+audio{height:24px;width:150px;vertical-align:middle}
 """
 
 _SCRIPT = """
@@ -276,17 +277,42 @@ def _table(board: Board, rows: pd.DataFrame) -> str:
         attr = f' class="{cls}"' if cls else ""
         return f"<td{sort}{attr}>{html.escape(str(text))}</td>"
 
-    head = "".join(th(c) for c in key.columns if c != "notes") + th("notes")
+    clips = [_clip(board, run_ids) for run_ids in rows["run_ids"]] if "run_ids" in rows else []
+    listen = any(clips)
+    head = "".join(th(c) for c in key.columns if c != "notes") + (th("listen") if listen else "") + th("notes")
     head += "".join(th(c, "more") for c in more.columns)
     body = []
     for i, role in enumerate(rows["role"]):
         cells = [cell(c, key.iloc[i][c], i) for c in key.columns if c != "notes"]
+        if listen:
+            cells.append(f'<td class="name">{_player(clips[i])}</td>')
         note = key.iloc[i]["notes"]
         icon = f'<span class="note" title="{html.escape(note)}">⚠</span>' if note else ""
         cells.append(f'<td class="name">{icon}</td>')
         cells += [cell(c, more.iloc[i][c], i, "more") for c in more.columns]
         body.append(f'<tr class="{role}">' + "".join(cells) + "</tr>")
     return f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _clip(board: Board, run_ids: list[str]) -> Path | None:
+    """The first clip of a row's first run, from the split the ranking uses when it has one."""
+    if board.audio is None or not run_ids:
+        return None
+    files = [Path(p) for p in board.audio(run_ids[0]) if Path(p).exists()]
+    split = (board.primary or "").split("/")[0]
+    preferred = [p for p in files if p.parent.name == split]
+    return (preferred or files or [None])[0]
+
+
+def _player(clip: Path | None) -> str:
+    """An inline player: the page stays one self-contained file."""
+    if clip is None:
+        return ""
+    data = base64.b64encode(clip.read_bytes()).decode()
+    mime = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}.get(
+        clip.suffix.lower(), "application/octet-stream")
+    return (f'<audio controls preload="none" title="{html.escape(clip.parent.name + "/" + clip.stem)}" '
+            f'src="data:{mime};base64,{data}"></audio>')
 
 
 def html_page(board: Board, title: str, images: dict[str, list[Path]]) -> str:

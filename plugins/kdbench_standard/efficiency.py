@@ -13,13 +13,16 @@ from kdbench.interfaces import Evaluation, Example, Measurement, Metric
 from kdbench.options import Options
 
 
-def _seconds_of_input(example: Example) -> float:
-    """Audio seconds of an example (0 when the dataset does not say)."""
+def _seconds(ev: Evaluation, example: Example) -> float:
+    """Audio seconds speed is normalised by: the task says which (a synthesizer's are the ones it
+    produced); 0 when unknown."""
+    if ev.seconds is not None:
+        return ev.seconds(example)
     return float(example.meta.get("duration", 0.0) or 0.0)
 
 
 def _timed_inputs(ev: Evaluation, utterances: int):
-    return [(e.id, ev.prepare_input(e), _seconds_of_input(e)) for e in ev.examples[:utterances]]
+    return [(e.id, ev.prepare_input(e), _seconds(ev, e)) for e in ev.examples[:utterances]]
 
 
 class ParameterCount(Metric):

@@ -27,7 +27,7 @@ import warnings
 import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -115,13 +115,20 @@ def _first_line(exc: Exception) -> str:
     return re.split(r"\s+\[Caused by|\s+This is step", line)[0]
 
 
-def _export_module(module: nn.Module, feature_dim: int, lengths: tuple[int, int] = (200, 137)) -> bytes:
+def _random_features(feature_dim: int):
+    return lambda length: torch.randn(1, length, feature_dim)
+
+
+def _export_module(module: nn.Module, example: Callable[[int], torch.Tensor] | int,
+                   lengths: tuple[int, int] = (200, 137)) -> bytes:
     """ONNX bytes of ``module`` with a dynamic time axis. The TorchScript exporter first (fast;
     handles recurrent layers, which torch.export unrolls to a fixed length), then torch.export
     (handles the conformer's attention, whose reshapes the TorchScript exporter freezes);
-    each result must match the eager module on a length it was not exported with."""
-    sample = torch.randn(1, lengths[0], feature_dim)
-    probe = torch.randn(1, lengths[1], feature_dim)
+    each result must match the eager module on a length it was not exported with.
+    ``example(length)`` gives one utterance's features (the front end's ``example_features``:
+    token ids for a synthesizer); an int is a feature size, for random float features."""
+    example = _random_features(example) if isinstance(example, int) else example
+    sample, probe = example(lengths[0]), example(lengths[1])
     with torch.inference_mode():
         expected = module(probe)
     errors = []
@@ -179,6 +186,8 @@ def export_onnx(deployable: Deployable) -> bytes:
     state = (feature_dim, lengths, tuple(p._version for p in model.parameters()))
     cached = _EXPORTS.get(model)
     if cached is None or cached[0] != state:
-        cached = (state, _export_module(SingleUtterance(model).eval(), feature_dim, lengths))
+        # a front end that is not a kdbench Frontend has no example_features: random floats
+        example = getattr(frontend, "example_features", None) or _random_features(feature_dim)
+        cached = (state, _export_module(SingleUtterance(model).eval(), example, lengths))
         _EXPORTS[model] = cached
     return cached[1]
