@@ -59,6 +59,9 @@ class ModelOutput:
     output: torch.Tensor
     lengths: torch.Tensor
     hidden: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: valid steps of a hidden state whose length does not follow the output's frame rate (a
+    #: synthesizer's per-phoneme durations next to its per-frame mels); others are inferred
+    hidden_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,12 @@ class Loss(nn.Module):
     def teacher_layers_for(cls, options: Any) -> tuple[str, ...]:
         """Teacher hidden layers this loss reads, so the teacher-output cache stores them."""
         return ()
+
+    def student_batch(self, batch: Batch, teacher: ModelOutput | None) -> Batch:
+        """The batch the student trains on. Unchanged by default; sequence-level KD replaces
+        the targets (and, for a synthesizer, the durations) with the teacher's outputs, so the
+        student's own ``forward_train`` sees them too."""
+        return batch
 
     def forward(self, student: ModelOutput, batch: Batch, teacher: ModelOutput | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -40,7 +40,10 @@ def split_output(out: ModelOutput, layers: Sequence[str]) -> list[dict[str, torc
         n = int(out.lengths[i])
         item = {OUTPUT: out.output[i, :n].to(torch.float16).clone()}
         for layer in layers:
-            item[layer] = _trim(out.hidden[layer][i], n, t_out).to(torch.float16).clone()
+            hidden = out.hidden[layer][i]
+            known = out.hidden_lengths.get(layer)
+            valid = hidden[:int(known[i])] if known is not None else _trim(hidden, n, t_out)
+            item[layer] = valid.to(torch.float16).clone()
         items.append(item)
     return items
 
@@ -61,6 +64,7 @@ class TeacherOutputStore:
             output=_pad(outputs),
             lengths=torch.tensor([o.shape[0] for o in outputs]),
             hidden={layer: _pad([r[layer].float() for r in rows]) for layer in self.layers},
+            hidden_lengths={layer: torch.tensor([r[layer].shape[0] for r in rows]) for layer in self.layers},
         )
 
 

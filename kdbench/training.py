@@ -103,8 +103,9 @@ def train(
         copy = (epoch % copies) if copies else None
         feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
         teacher_out = teacher(feats, copy) if teacher is not None else None
-        out = pipeline.task.train_forward(model, feats.features, feats.lengths, feats.batch)
-        loss = loss_fn(out, feats.batch, teacher_out)
+        batch = loss_fn.student_batch(feats.batch, teacher_out)
+        out = pipeline.task.train_forward(model, feats.features, feats.lengths, batch)
+        loss = loss_fn(out, batch, teacher_out)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

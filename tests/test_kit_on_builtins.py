@@ -7,6 +7,8 @@ without touching this file; OPTIONS only keeps the big ones small."""
 
 import re
 
+import shutil
+
 import pytest
 import soundfile as sf
 
@@ -31,6 +33,10 @@ OPTIONS = {
     ("students", "stft-mask-gru"): {"hidden": 8},
     ("teachers", "stft-mask-gru"): {"hidden": 8, "bidirectional": True},
     ("losses", "ctc-kd"): {"alpha": 0.7},
+    ("teachers", "tacotron2"): {"encoder_dim": 16, "attention_rnn_dim": 16, "decoder_rnn_dim": 16, "prenet_dim": 8,
+                                "attention_hidden_dim": 8, "postnet_dim": 8, "postnet_convolutions": 2,
+                                "max_decoder_steps": 40},
+    ("students", "fastspeech"): {"dim": 16, "conv_dim": 16, "duration_filters": 8, "max_frames": 60},
     ("augmentations", "additive-noise"): {"probability": 1.0},
     ("frontends", "log-mel"): {"n_mels": 24},
     ("metrics", "latency"): {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0},
@@ -111,6 +117,18 @@ def _dataset_options(name, fsdd_root, tmp_path):
                 lines.append(f"{speaker}-100-{u:04d} {words[int(wav.name[0])].upper()}")
             (chapter / f"{speaker}-100.trans.txt").write_text("\n".join(lines) + "\n")
         return {"root": str(tmp_path)}
+    if name == "synth-sentences":
+        return {"train_utterances": 6, "test_utterances": 3}
+    if name == "ljspeech":  # its layout, written here (FSDD clips resampled by the loader)
+        root = tmp_path / "LJSpeech-1.1"
+        (root / "wavs").mkdir(parents=True)
+        lines = []
+        for i, wav in enumerate(wavs[:6]):
+            shutil.copy(wav, root / "wavs" / f"LJ001-{i:04d}.wav")
+            word = words[int(wav.name[0])]
+            lines.append(f"LJ001-{i:04d}|{word.title()}.|{word}.")
+        (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+        return {"root": str(root), "test_utterances": 2}
     pytest.fail(f"no test inputs for the built-in dataset {name!r}: add them to _dataset_options")
 
 

@@ -215,10 +215,6 @@ def test_ljspeech_bad_inputs_are_one_line(tmp_path):
         LJSpeech(LJSpeech.Options(root=root, test_utterances=1)).load()
 
 
-# Strict: once kdbench_tts registers its task, the kit prepares the corpus with it and this
-# passes, which fails the test until the marker is removed.
-@pytest.mark.xfail(strict=True, reason="no TTS task is registered yet, so the kit prepares the corpus with "
-                                       "asr-ctc, which cannot collate phoneme ids and waveforms")
 def test_conformance_kit(tmp_path):
     from kdbench.testing import check_dataset
 

@@ -298,10 +298,21 @@ def check_frontend(component: Any, options: Options | dict | None = None, *, ben
     ck.require(isinstance(result, tuple) and len(result) == 2, "forward must return (features, lengths)")
     feats, lengths = result
     b = len(batch.ids)
-    ck.require(isinstance(feats, torch.Tensor) and feats.dim() == 3 and feats.shape[0] == b
-               and feats.shape[2] == fe.output_dim,
-               f"features have shape {_shape(feats)}; expected (batch={b}, time, output_dim={fe.output_dim})")
-    ck.require(bool(torch.isfinite(feats).all()), "features contain NaN or inf")
+    if isinstance(feats, torch.Tensor) and not feats.is_floating_point():
+        # token ids (a text front end): (batch, time) ids in a vocabulary of output_dim symbols
+        ck.require(feats.dim() == 2 and feats.shape[0] == b,
+                   f"token features have shape {_shape(feats)}; expected (batch={b}, time) ids")
+        ck.require(bool(((feats >= 0) & (feats < fe.output_dim)).all()),
+                   f"token ids fall outside 0..{fe.output_dim - 1} (output_dim is the vocabulary size)")
+        example = fe.example_features(7)
+        ck.require(example.shape == (1, 7) and example.dtype == feats.dtype,
+                   f"example_features(7) gives {_shape(example)} {example.dtype}; expected (1, 7) {feats.dtype}, "
+                   "what ONNX export feeds the model")
+    else:
+        ck.require(isinstance(feats, torch.Tensor) and feats.dim() == 3 and feats.shape[0] == b
+                   and feats.shape[2] == fe.output_dim,
+                   f"features have shape {_shape(feats)}; expected (batch={b}, time, output_dim={fe.output_dim})")
+        ck.require(bool(torch.isfinite(feats).all()), "features contain NaN or inf")
     ck.require(isinstance(lengths, torch.Tensor) and lengths.shape == (b,)
                and bool(((lengths >= 1) & (lengths <= feats.shape[1])).all()),
                f"lengths {getattr(lengths, 'tolist', lambda: lengths)()} must be ({b},) within 1..{feats.shape[1]}")

@@ -178,7 +178,9 @@ class Tacotron2Teacher(Model):
         post = self._postnet(mel, mel_lengths)
         hidden = {"encoder": memory, "durations": self._durations(alignments, mel_lengths, lengths),
                   "alignments": alignments, "stopped": stopped.to(mel.dtype).view(-1, 1, 1)}
-        return ModelOutput(post.transpose(1, 2), mel_lengths, hidden)
+        # per-phoneme states: their valid length is the phoneme count, not a share of the frames
+        return ModelOutput(post.transpose(1, 2), mel_lengths, hidden,
+                           hidden_lengths={"encoder": lengths, "durations": lengths})
 
     def _prenet(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Tacotron2 keeps prenet dropout on at inference (without it the decoder degenerates).
@@ -375,4 +377,5 @@ class FastSpeechStudent(Model):
         durations = (log_durations.squeeze(2).exp() - 1).round().clamp(min=0).long() * keep
         durations[:, 0] += (durations.sum(1) == 0).long()  # never an empty utterance
         mel, x, frames = self._decode(encoder, durations, max_frames=self.max_frames)
-        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations})
+        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations},
+                           hidden_lengths={"encoder": lengths, "log_durations": lengths})

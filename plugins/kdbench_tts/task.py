@@ -1,0 +1,119 @@
+"""Text to speech as a kdbench task: phoneme ids in, a log-mel spectrogram out.
+
+The acoustic model's prediction is a log-mel; the task turns it into audio a person can listen to
+(and an ASR judge can transcribe) with a fixed, parameter-free vocoder (Griffin-Lim), so every
+acoustic model is heard through the same ears. Speed is per second of *synthesized* audio.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from kdbench.errors import DataError
+from kdbench.interfaces import Batch, Corpus, Example, Frontend, ModelOutput, Task
+from kdbench.options import Options
+from kdbench_tts import audio
+from kdbench_tts.text import PAD_ID, SYMBOLS, TEXT_STATE
+
+
+class Synthesis(Task):
+    """Phonemes -> log-mel (80 bins, hop 256 at 16 kHz). Targets are the ground-truth log-mels of
+    the recordings; batches carry the phoneme durations (``extras["durations"]``) when the
+    corpus has them, for models trained on ground-truth durations."""
+
+    default_loss = "mel"
+
+    class Options(Options):
+        listen_iterations: int = Field(32, ge=1, description="Griffin-Lim iterations for the audio kept to listen to")
+
+    def __init__(self, options: "Synthesis.Options", **context):
+        self.options = options
+        self._mel_cache: dict[str, torch.Tensor] = {}
+
+    def setup(self, corpus: Corpus) -> None:
+        rate = int(corpus.info.get("sample_rate", 0))
+        if rate != audio.SAMPLE_RATE:
+            raise DataError(f"dataset {corpus.name!r} is at {rate} Hz; the TTS task needs {audio.SAMPLE_RATE} Hz")
+
+    def output_dim(self) -> int:
+        return audio.N_MELS
+
+    def _mel(self, example: Example) -> torch.Tensor:
+        # (frames, n_mels), computed once per example: every epoch and evaluation reads it again
+        if example.id not in self._mel_cache:
+            self._mel_cache[example.id] = audio.log_mel(example.target).T.contiguous()
+        return self._mel_cache[example.id]
+
+    def collate(self, examples: Sequence[Example]) -> Batch:
+        ids = [torch.as_tensor(e.input, dtype=torch.long) for e in examples]
+        inputs = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD_ID)
+        mels = [self._mel(e) for e in examples]
+        targets = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=float(np.log(audio.LOG_CLAMP)))
+        extras: dict[str, Any] = {}
+        if all("durations" in e.meta for e in examples):
+            durations = [torch.as_tensor(e.meta["durations"], dtype=torch.long) for e in examples]
+            extras["durations"] = torch.nn.utils.rnn.pad_sequence(durations, batch_first=True)
+        return Batch([e.id for e in examples], inputs, torch.tensor([len(x) for x in ids]), targets,
+                     torch.tensor([len(m) for m in mels]), extras)
+
+    def predict(self, output: ModelOutput) -> list[np.ndarray]:
+        """One (frames, n_mels) log-mel per utterance."""
+        return [output.output[i, :int(n)].float().cpu().numpy() for i, n in enumerate(output.lengths)]
+
+    def reference(self, example: Example) -> np.ndarray:
+        return self._mel(example).numpy()
+
+    def seconds(self, example: Example, output: ModelOutput | None = None) -> float:
+        """Seconds synthesized: the model's output frames (a synthesizer's real-time factor is
+        compute time over the audio it produced, not over its text)."""
+        if output is None:
+            return float(example.meta.get("duration", 0.0) or 0.0)
+        return float(output.lengths[0]) * audio.HOP_LENGTH / audio.SAMPLE_RATE
+
+    def save_prediction(self, prediction: np.ndarray, path: Path) -> Path:
+        import soundfile as sf
+
+        wave = griffin_lim(torch.from_numpy(np.asarray(prediction, dtype=np.float32)), self.options.listen_iterations)
+        out = path.with_suffix(".wav")
+        sf.write(out, np.clip(wave.numpy(), -1.0, 1.0), audio.SAMPLE_RATE, subtype="PCM_16")
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"text": TEXT_STATE, "audio": audio.AUDIO_CONFIG}
+
+
+def griffin_lim(log_mel: torch.Tensor, iterations: int = 32) -> torch.Tensor:
+    """(frames, n_mels) log-mel -> waveform, by inverting the mel filterbank (least squares) and
+    Griffin-Lim phase recovery: no parameters, the same for every model."""
+    import torchaudio
+
+    inverse = torchaudio.transforms.InverseMelScale(n_stft=audio.N_FFT // 2 + 1, n_mels=audio.N_MELS,
+                                                    sample_rate=audio.SAMPLE_RATE, f_min=audio.F_MIN,
+                                                    f_max=audio.F_MAX)
+    gl = torchaudio.transforms.GriffinLim(n_fft=audio.N_FFT, win_length=audio.WIN_LENGTH, hop_length=audio.HOP_LENGTH,
+                                          power=1.0, n_iter=iterations)
+    torch.manual_seed(0)  # Griffin-Lim starts from random phases: the same clip every time
+    with torch.no_grad():
+        return gl(inverse(torch.exp(log_mel.T)).clamp(min=0))
+
+
+class PhonemeIds(Frontend):
+    """Phoneme ids pass through unchanged: an acoustic model embeds them itself. Exported with
+    int64 ids in the symbol table (``example_features``), not random floats."""
+
+    export_lengths = (48, 33)
+
+    def __init__(self, options=None, **context):
+        super().__init__()
+        self.output_dim = len(SYMBOLS)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return inputs, lengths
+
+    def example_features(self, length: int) -> torch.Tensor:
+        return torch.randint(1, len(SYMBOLS), (1, length), dtype=torch.long)
