@@ -54,3 +54,11 @@ def register_losses(register):
     register("mel", losses.GroundTruthMel, summary="log-mel L1 (+ stop token, + durations) to the recording: no KD")
     register("mel-sequence-kd", losses.SequenceKd,
              summary="FastSpeech's sequence-level KD: the teacher's free-running mels and durations as targets")
+
+
+@hookimpl
+def register_metrics(register):
+    from kdbench_tts import metrics
+
+    register("mcd", metrics.MelCepstralDistortion,
+             summary="mel-cepstral distortion (dB) to the recording, DTW-aligned (librosa)")

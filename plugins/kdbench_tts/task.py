@@ -92,6 +92,10 @@ def griffin_lim(log_mel: torch.Tensor, iterations: int = 32) -> torch.Tensor:
     Griffin-Lim phase recovery: no parameters, the same for every model."""
     import torchaudio
 
+    if log_mel.shape[0] <= audio.N_FFT // audio.HOP_LENGTH:
+        # too short for one STFT window (an untrained student may predict a frame or two): the
+        # clip is silence of the length it stands for
+        return torch.zeros(max(log_mel.shape[0] - 1, 0) * audio.HOP_LENGTH)
     inverse = torchaudio.transforms.InverseMelScale(n_stft=audio.N_FFT // 2 + 1, n_mels=audio.N_MELS,
                                                     sample_rate=audio.SAMPLE_RATE, f_min=audio.F_MIN,
                                                     f_max=audio.F_MAX)

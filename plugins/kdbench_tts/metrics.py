@@ -1,0 +1,61 @@
+"""Quality of synthesized speech against the recording of the same sentence.
+
+Mel-cepstral distortion here is computed on mel-frequency cepstra (DCT-II of the 80-bin log-mel,
+coefficients 1 to ``coefficients``, c0 left out as loudness), aligned by dynamic time warping
+(librosa's ``sequence.dtw``): the synthesized and recorded utterances differ in length. It is
+reported with its implementation and parameters in the metric name's options, so values from
+another MCD recipe (SPTK mel-cepstra, another alpha) are never compared with these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field
+from scipy.fft import dct
+
+from kdbench.interfaces import Evaluation, Measurement, Metric
+from kdbench.options import Options
+
+_DB = 10.0 / math.log(10.0) * math.sqrt(2.0)  # the MCD constant, in dB
+
+
+def cepstra(log_mel: np.ndarray, coefficients: int) -> np.ndarray:
+    """(frames, n_mels) natural-log mel -> (frames, coefficients) cepstra, c0 dropped."""
+    return dct(np.asarray(log_mel, dtype=np.float64), type=2, axis=1, norm="ortho")[:, 1:coefficients + 1]
+
+
+def mcd_dtw(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13) -> float:
+    """Mean per-frame cepstral distance (dB) along the DTW path; NaN if either is empty."""
+    import librosa
+
+    if len(predicted) == 0 or len(reference) == 0:
+        return math.nan
+    a, b = cepstra(predicted, coefficients), cepstra(reference, coefficients)
+    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    _, path = librosa.sequence.dtw(C=cost)
+    return float(_DB * np.mean([cost[i, j] for i, j in path]))
+
+
+class MelCepstralDistortion(Metric):
+    """MCD (dB, lower is better) between synthesized and recorded log-mels, DTW-aligned."""
+
+    class Options(Options):
+        coefficients: int = Field(13, ge=1, le=79, description="cepstral coefficients c1..cN")
+
+    def __init__(self, options: "MelCepstralDistortion.Options", **context):
+        self.options = options
+
+    def config(self) -> dict:
+        return {"implementation": "dct-ii log-mel cepstra + librosa dtw", "coefficients": self.options.coefficients}
+
+    def compute(self, ev: Evaluation) -> list[Measurement]:
+        values = [mcd_dtw(p, r, self.options.coefficients) for p, r in zip(ev.predictions, ev.references)]
+        scored = [v for v in values if not math.isnan(v)]
+        samples = [0.0 if math.isnan(v) else v for v in values]
+        weights = [0.0 if math.isnan(v) else 1.0 for v in values]
+        value = float(np.mean(scored)) if scored else math.nan
+        return [Measurement("mcd", value, "dB", False, coverage=(len(scored), len(values)),
+                            samples=samples if scored else None, weights=weights if scored else None,
+                            tolerance={"abs": 0.5}, headline=True)]
