@@ -5,6 +5,10 @@ coefficients 1 to ``coefficients``, c0 left out as loudness), aligned by dynamic
 (librosa's ``sequence.dtw``): the synthesized and recorded utterances differ in length. It is
 reported with its implementation and parameters in the metric name's options, so values from
 another MCD recipe (SPTK mel-cepstra, another alpha) are never compared with these.
+
+Predictions and references may be log-mels (frames, n_mels), as an acoustic model predicts, or
+waveforms (samples,), as a vocoder renders: a waveform is first analysed with the shared
+``audio.log_mel``, so both tasks are scored by the one MCD.
 """
 
 from __future__ import annotations
@@ -26,10 +30,25 @@ def cepstra(log_mel: np.ndarray, coefficients: int) -> np.ndarray:
     return dct(np.asarray(log_mel, dtype=np.float64), type=2, axis=1, norm="ortho")[:, 1:coefficients + 1]
 
 
+def as_log_mel(x: np.ndarray) -> np.ndarray:
+    """A (frames, n_mels) log-mel as given; a 1-D waveform as its (frames, n_mels) log-mel. A clip
+    shorter than half an analysis window has no frame to score (zero frames)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        return x
+    from kdbench_tts import audio
+
+    if len(x) <= audio.N_FFT // 2:  # the centred analysis cannot reflect-pad it
+        return np.zeros((0, audio.N_MELS), np.float32)
+    return audio.log_mel(x).T.numpy()
+
+
 def mcd_dtw(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13) -> float:
-    """Mean per-frame cepstral distance (dB) along the DTW path; NaN if either is empty."""
+    """Mean per-frame cepstral distance (dB) along the DTW path; NaN if either is empty.
+    Either may be a log-mel or a waveform (``as_log_mel``)."""
     import librosa
 
+    predicted, reference = as_log_mel(predicted), as_log_mel(reference)
     if len(predicted) == 0 or len(reference) == 0:
         return math.nan
     a, b = cepstra(predicted, coefficients), cepstra(reference, coefficients)
@@ -39,7 +58,8 @@ def mcd_dtw(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13
 
 
 class MelCepstralDistortion(Metric):
-    """MCD (dB, lower is better) between synthesized and recorded log-mels, DTW-aligned."""
+    """MCD (dB, lower is better) between synthesized and recorded log-mels (of waveforms, for a
+    vocoder), DTW-aligned."""
 
     class Options(Options):
         coefficients: int = Field(13, ge=1, le=79, description="cepstral coefficients c1..cN")
