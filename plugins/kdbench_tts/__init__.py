@@ -19,41 +19,54 @@ def register_datasets(register):
 
 @hookimpl
 def register_tasks(register):
-    from kdbench_tts import task
+    from kdbench_tts import task, vocoding
 
     register("tts", task.Synthesis, summary="phonemes -> log-mel; heard through Griffin-Lim; speed per second synthesized")
+    register("vocoder", vocoding.Vocoding,
+             summary="a recording's log-mel -> its waveform; trains on fixed segments; speed per second rendered")
 
 
 @hookimpl
 def register_frontends(register):
-    from kdbench_tts import task
+    from kdbench_tts import task, vocoding
 
     register("phonemes", task.PhonemeIds, summary="phoneme ids, passed through (exported as int64 ids)")
+    register("log-mel-input", vocoding.LogMelInput, summary="the vocoder task's log-mels (80 bins), passed through")
 
 
 @hookimpl
 def register_teachers(register):
-    from kdbench_tts import models
+    from kdbench_tts import models, vocoders
 
     register("tacotron2", models.Tacotron2Teacher,
              summary="Tacotron2 (torchaudio), autoregressive; bounded free-running decode, stop flag, attention durations")
+    register("hifigan-v3", vocoders.HifiGan, summary="HiFi-GAN V3-sized generator (~1.5M parameters), the teacher vocoder")
+    # no parameters: meant as a `references:` row (suites look references up among teachers)
+    register("griffin-lim", vocoders.GriffinLim,
+             summary="Griffin-Lim phase recovery from the log-mel (torchaudio), no parameters: a reference")
 
 
 @hookimpl
 def register_students(register):
-    from kdbench_tts import models
+    from kdbench_tts import models, vocoders
 
     register("fastspeech", models.FastSpeechStudent,
              summary="FastSpeech-style non-autoregressive: duration predictor + length regulator")
+    register("hifigan-student", vocoders.HifiGanStudent,
+             summary="the HiFi-GAN generator, narrow (64 channels, one residual block per stage): a student vocoder")
 
 
 @hookimpl
 def register_losses(register):
-    from kdbench_tts import losses
+    from kdbench_tts import losses, vocoder_losses
 
     register("mel", losses.GroundTruthMel, summary="log-mel L1 (+ stop token, + durations) to the recording: no KD")
     register("mel-sequence-kd", losses.SequenceKd,
              summary="FastSpeech's sequence-level KD: the teacher's free-running mels and durations as targets")
+    register("wave", vocoder_losses.WaveLoss,
+             summary="multi-resolution STFT + log-mel L1 to the recording (a vocoder's, no KD)")
+    register("wave-kd", vocoder_losses.WaveKd,
+             summary="the same to the teacher vocoder's waveform, mixed with the recording's by alpha")
 
 
 @hookimpl
