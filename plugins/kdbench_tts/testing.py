@@ -1,5 +1,6 @@
-"""The conformance kit's inputs for the ``tts`` task (``kdbench.testing.inputs``): a tiny corpus of
-phoneme sequences with exact durations and tone "speech", and a stand-in synthesizer.
+"""The conformance kit's inputs for the ``tts`` and ``vocoder`` tasks (``kdbench.testing.inputs``): a
+tiny corpus of phoneme sequences with exact durations and tone "speech", a stand-in synthesizer,
+and stand-in vocoders (the vocoder task reads the same corpus: log-mels of the tones in, tones out).
 
 No eSpeak here: the kit must check components in milliseconds, and the corpus must be the same
 on every machine.
@@ -75,10 +76,37 @@ class TinySynthesizer(Model):
         return self._synthesize(features, lengths, torch.full_like(features, self.frames))
 
 
+class TinyVocoder(Model):
+    """A convolution over log-mel frames, then one transposed convolution rendering each frame as
+    a hop of samples: the kit's stand-in vocoder. Padding is zeroed after every layer, so an
+    utterance sounds the same alone as in a batch. The ``encoder`` state keeps every
+    ``stride``-th frame, so a hint loss meets two frame rates."""
+
+    def __init__(self, model_spec: ModelSpec, hidden: int = 8, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv1d(model_spec.input_dim, hidden, 3, padding=1)
+        self.up = nn.ConvTranspose1d(hidden, model_spec.output_dim, audio.HOP_LENGTH, stride=audio.HOP_LENGTH)
+        self.hidden_dims = {"encoder": hidden}
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        keep = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).unsqueeze(1)
+        h = torch.tanh(self.conv(features.transpose(1, 2) * keep)) * keep
+        samples = lengths * audio.HOP_LENGTH
+        wave_keep = (torch.arange(h.shape[-1] * audio.HOP_LENGTH)[None, :] < samples[:, None]).unsqueeze(1)
+        wave = torch.tanh(self.up(h)) * wave_keep
+        return ModelOutput(wave.transpose(1, 2), samples, {"encoder": h.transpose(1, 2)[:, ::self.stride]})
+
+
 KIT_INPUTS = {
     "tts": KitInputs(corpus=tiny_corpus, frontend="phonemes",
                      student=lambda spec: TinySynthesizer(spec, hidden=8, frames=2),
                      teacher=lambda spec: TinySynthesizer(spec, hidden=12, frames=3),
                      # a model that synthesizes nothing: zero frames of log-mel
                      empty_prediction=np.zeros((0, audio.N_MELS), np.float32)),
+    "vocoder": KitInputs(corpus=tiny_corpus, frontend="log-mel-input",
+                         student=lambda spec: TinyVocoder(spec, hidden=8, stride=2),
+                         teacher=lambda spec: TinyVocoder(spec, hidden=12, stride=1),
+                         # a vocoder that renders nothing: a clip of zero samples
+                         empty_prediction=np.zeros(0, np.float32)),
 }
