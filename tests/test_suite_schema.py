@@ -77,7 +77,7 @@ def test_unknown_name_suggests_and_lists(tmp_path, suite_dict):
     message = str(exc.value)
     assert "students[0].name: unknown student 'gru-ctx'" in message
     assert "did you mean 'gru-ctc'" in message
-    assert "available: conformer-ctc, convtasnet, deepspeech-ctc, gru-ctc" in message
+    assert "available: conformer-ctc, convtasnet, deepspeech-ctc, fastspeech, gru-ctc" in message
 
 
 def test_kd_loss_without_teacher_is_a_suite_error(tmp_path, suite_dict):
