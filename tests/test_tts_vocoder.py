@@ -145,7 +145,8 @@ def vocoder_suite() -> dict:
         "students": [{"name": "hifigan-student", "label": "hifigan-student-tiny", "options": {"channels": 8}}],
         "losses": ["wave", "wave-kd"],
         "training": {"steps": 2, "batch_size": 4},
-        "metrics": ["mcd", "params"],
+        "metrics": ["mcd", "params", {"name": "latency", "options": {"utterances": 2, "warmup": 1, "runs": 2,
+                                                                     "min_seconds": 0}}],
         "targets": ["cpu"],
     }
 
@@ -156,11 +157,14 @@ def test_tiny_vocoder_suite_end_to_end(tmp_path, shared_cache):
     result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
                                        str(shared_cache), "--tracking-uri", uri], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    # one teacher pass caches its renderings of the training segments for the wave-kd student
+    assert "teacher forward passes 1" in result.output
     board = pd.read_csv(tmp_path / "r" / "tiny-vocoder" / "leaderboard.csv")
     assert sorted(board["role"]) == ["reference", "student", "student", "teacher"]
     assert sorted(board[board["role"] == "student"]["loss"]) == ["wave", "wave-kd"]
     assert board["test/mcd"].notna().all() and (board["test/mcd"] > 0).all()
     assert board[board["role"] == "reference"]["params"].iloc[0] == 0
+    assert board["rtf"].notna().all() and (board["rtf"] > 0).all()  # over the seconds each model rendered
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kdbench-tiny-vocoder")
     kd = client.search_runs([exp.experiment_id], "tags.`kdbench.role` = 'evaluation' and "
