@@ -110,8 +110,10 @@ def test_padding_never_changes_the_wave_losses():
     wave, kd = WaveLoss(WaveLoss.Options()), WaveKd(WaveKd.Options(alpha=0.3))
     batched = float(wave(output(pred, lengths), batch_of(target, lengths)))
     # garbage past each valid length and a longer padded batch: the same loss
-    noisy_pred = torch.nn.functional.pad(pred, (0, 700)) + 5.0 * (torch.arange(pred.shape[1] + 700) >= lengths[:, None])
-    noisy_target = torch.nn.functional.pad(target, (0, 300)) - 3.0 * (torch.arange(target.shape[1] + 300) >= lengths[:, None])
+    def garbage(x, extra, value):
+        return torch.nn.functional.pad(x, (0, extra)) + value * (torch.arange(x.shape[1] + extra) >= lengths[:, None])
+
+    noisy_pred, noisy_target = garbage(pred, 700, 5.0), garbage(target, 300, -3.0)
     assert float(wave(output(noisy_pred, lengths), batch_of(noisy_target, lengths))) == pytest.approx(batched, rel=1e-5)
     assert float(kd(output(noisy_pred, lengths), batch_of(noisy_target, lengths), output(noisy_target, lengths))) \
         == pytest.approx(float(kd(output(pred, lengths), batch_of(target, lengths), output(target, lengths))), rel=1e-5)

@@ -40,7 +40,8 @@ def register_teachers(register):
 
     register("tacotron2", models.Tacotron2Teacher,
              summary="Tacotron2 (torchaudio), autoregressive; bounded free-running decode, stop flag, attention durations")
-    register("hifigan-v3", vocoders.HifiGan, summary="HiFi-GAN V3-sized generator (~1.5M parameters), the teacher vocoder")
+    register("hifigan-v3", vocoders.HifiGan,
+             summary="HiFi-GAN V3-sized generator (~1.5M parameters), the teacher vocoder")
     # no parameters: meant as a `references:` row (suites look references up among teachers)
     register("griffin-lim", vocoders.GriffinLim,
              summary="Griffin-Lim phase recovery from the log-mel (torchaudio), no parameters: a reference")

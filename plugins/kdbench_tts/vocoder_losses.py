@@ -31,7 +31,8 @@ def _valid(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def _magnitude(wave: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop: int, win: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _magnitude(wave: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop: int,
+               win: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, samples) -> |STFT| (B, n_fft // 2 + 1, frames) and the (B, 1, frames) mask of frames
     centred inside each waveform's valid samples."""
     window = torch.hann_window(win, device=wave.device, dtype=wave.dtype)
