@@ -15,9 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
-import torchaudio.functional as AF
 from pydantic import Field
 
 from kdbench.errors import DataError
@@ -89,16 +86,12 @@ def read_metadata(path: Path) -> list[tuple[str, str]]:
 
 
 def read_wave(path: Path, uid: str) -> np.ndarray:
-    """A mono float32 waveform at SAMPLE_RATE."""
-    if not path.is_file():
-        raise DataError(f"utterance {uid}: audio file not found: {path}")
+    """A mono float32 waveform at SAMPLE_RATE (the ASR plugin's reader, which resamples); its
+    one-line errors name the utterance."""
+    from kdbench_asr.data.audio import read_audio
+
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile reports corrupt or unsupported files with several types
-        raise DataError(f"utterance {uid}: cannot read {path}: {exc}") from None
-    if data.shape[0] == 0:
-        raise DataError(f"utterance {uid}: {path} contains no samples")
-    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if rate != SAMPLE_RATE:
-        wave = AF.resample(wave, rate, SAMPLE_RATE)
+        wave = read_audio(path, SAMPLE_RATE)
+    except DataError as exc:
+        raise DataError(f"utterance {uid}: {exc}") from None
     return np.ascontiguousarray(wave.numpy(), dtype=np.float32)
