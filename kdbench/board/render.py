@@ -172,9 +172,13 @@ def summary_text(board: Board) -> str:
                 else (n, u, cells) for i, (n, u, cells) in enumerate(cols)]
         widths = [max(len(n), len(u), *(len(v) for v in cells)) for n, u, cells in cols]
 
+        # two spaces between columns when they fit, else one: cutting the line would hide the
+        # last columns (the speed-up) without a word
+        gap = "  " if sum(widths) + 2 * (len(widths) - 1) <= SUMMARY_WIDTH else " "
+
         def line(values: list[str]) -> str:
-            return "  ".join(v.ljust(w) if i < 2 else v.rjust(w)
-                             for i, (v, w) in enumerate(zip(values, widths))).rstrip()[:SUMMARY_WIDTH]
+            return gap.join(v.ljust(w) if i < 2 else v.rjust(w)
+                            for i, (v, w) in enumerate(zip(values, widths))).rstrip()[:SUMMARY_WIDTH]
 
         notes = [_notes(r) for r in rows.to_dict("records")]
         lines = [f"{target}", line([n for n, _, _ in cols]), line([u for _, u, _ in cols])]
@@ -228,7 +232,7 @@ figure img{width:340px;display:block}
 figcaption{font-size:12px;color:#555}
 .plots{flex:0 0 345px}
 .legend{color:#555;font-size:13px;max-width:70em}
-audio{height:24px;width:150px;vertical-align:middle}
+audio{height:24px;width:110px;vertical-align:middle}
 """
 
 _SCRIPT = """
@@ -279,13 +283,17 @@ def _table(board: Board, rows: pd.DataFrame) -> str:
 
     clips = [_clip(board, run_ids) for run_ids in rows["run_ids"]] if "run_ids" in rows else []
     listen = any(clips)
-    head = "".join(th(c) for c in key.columns if c != "notes") + (th("listen") if listen else "") + th("notes")
+    # the player sits right after the names, where a wide table never scrolls it out of view
+    names_end = list(key.columns).index("loss") + 1
+    columns = [c for c in key.columns if c != "notes"]
+    head = "".join(th(c) for c in columns[:names_end]) + (th("listen") if listen else "")
+    head += "".join(th(c) for c in columns[names_end:]) + th("notes")
     head += "".join(th(c, "more") for c in more.columns)
     body = []
     for i, role in enumerate(rows["role"]):
-        cells = [cell(c, key.iloc[i][c], i) for c in key.columns if c != "notes"]
+        cells = [cell(c, key.iloc[i][c], i) for c in columns]
         if listen:
-            cells.append(f'<td class="name">{_player(clips[i])}</td>')
+            cells.insert(names_end, f'<td class="name">{_player(clips[i])}</td>')
         note = key.iloc[i]["notes"]
         icon = f'<span class="note" title="{html.escape(note)}">⚠</span>' if note else ""
         cells.append(f'<td class="name">{icon}</td>')
