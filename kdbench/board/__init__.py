@@ -21,6 +21,10 @@ __all__ = ["Board", "DEFAULT_MIN_COVERAGE", "aggregate", "build", "display", "ex
            "from_result", "html_page", "latest", "publish", "render", "summary_text", "write_all"]
 
 
+def _quiet_downloads() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
+
+
 def mlflow_scores(client, disk: Path | None = None):
     """A scores loader for MLflow runs: ``scores.json`` of a run, from ``disk`` if read before
     (a finished run's artifacts do not change), else downloaded."""
@@ -29,7 +33,7 @@ def mlflow_scores(client, disk: Path | None = None):
         local = Path(disk) / f"{run_id}.json" if disk else None
         if local is not None and local.exists():
             return json.loads(local.read_text())
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
+        _quiet_downloads()
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 data = json.loads(Path(client.download_artifacts(run_id, "scores.json", tmp)).read_text())
@@ -45,7 +49,9 @@ def mlflow_scores(client, disk: Path | None = None):
 
 def mlflow_audio(client, disk: Path | None = None):
     """An audio loader for MLflow runs: the ``audio/<split>/*`` artifacts of a run, downloaded
-    once (into ``disk`` when given; finished runs' artifacts do not change)."""
+    once (into ``disk`` when given, else one temporary folder; finished runs' artifacts do not
+    change)."""
+    root = Path(disk) if disk is not None else Path(tempfile.mkdtemp(prefix="kdbench-audio-"))
 
     def load(run_id: str) -> list[Path]:
         try:
@@ -53,13 +59,14 @@ def mlflow_audio(client, disk: Path | None = None):
             names = [a.path for split in splits for a in client.list_artifacts(run_id, split) if not a.is_dir]
         except Exception:  # a run logged before audio was kept, or a store without artifacts
             return []
+        folder = root / run_id
+        folder.mkdir(parents=True, exist_ok=True)
         out = []
         for name in names:
-            local = Path(disk or tempfile.mkdtemp(prefix="kdbench-audio-")) / run_id / name
+            local = folder / name
             if not local.exists():
-                local.parent.mkdir(parents=True, exist_ok=True)
-                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-                local = Path(client.download_artifacts(run_id, name, str(local.parent.parent.parent)))
+                _quiet_downloads()
+                local = Path(client.download_artifacts(run_id, name, str(folder)))
             out.append(local)
         return out
 
