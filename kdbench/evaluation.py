@@ -91,6 +91,19 @@ def _save_audio(task: Task, split: str, examples: Sequence[Example], preds: Sequ
     return saved
 
 
+def _listener(task: Task, preds: Sequence[Any]) -> Callable[[int], Any]:
+    """``Evaluation.audio``: each prediction rendered once (a synthesizer's vocoding is slow),
+    however many metrics listen to it."""
+    heard: dict[int, Any] = {}
+
+    def audio(i: int) -> Any:
+        if i not in heard:
+            heard[i] = task.audio(preds[i])
+        return heard[i]
+
+    return audio
+
+
 def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio) -> EvaluationResult:
     eager = Deployable(frontend, model).eval()
     deployed = target.prepare(Deployable(frontend, model).eval())
@@ -104,7 +117,7 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
         refs = [task.reference(e) for e in examples]
         predictions[split] = [{"id": e.id, "prediction": _jsonable(p), "reference": _jsonable(r)}
                               for e, p, r in zip(examples, preds, refs)]
-        ev = Evaluation(split, list(examples), preds, refs, None, eager, None)
+        ev = Evaluation(split, list(examples), preds, refs, None, eager, None, audio=_listener(task, preds))
         for metric in metrics:
             if metric.scope == "split":
                 for m in metric.compute(ev):

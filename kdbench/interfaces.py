@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,11 +152,27 @@ class Task(ABC):
         for this example alone)."""
         return float(example.meta.get("duration", 0.0) or 0.0)
 
-    def save_prediction(self, prediction: Any, path: Path) -> Path | None:
-        """Write one prediction a person can listen to (enhanced or synthesized audio) to
-        ``path`` plus the suffix the task chooses, and return that path; None (the default) for
-        predictions that are already kept as text."""
+    def audio(self, prediction: Any) -> tuple[np.ndarray, int] | None:
+        """What one prediction sounds like: ``(waveform, sample_rate)``, a 1-D float array in
+        [-1, 1]; None (the default) for predictions that are not audio (a transcript). An
+        enhancer or vocoder returns its prediction; a synthesizer predicting log-mels renders
+        them with a fixed vocoder. Audio metrics (DNSMOS, an ASR judge) and the clips kept to
+        listen to both hear this, so they hear the same thing."""
         return None
+
+    def save_prediction(self, prediction: Any, path: Path) -> Path | None:
+        """Write one prediction a person can listen to at ``path`` plus the suffix the task
+        chooses, and return that path; None for predictions kept as text only. By default the
+        prediction's ``audio`` as 16-bit WAV."""
+        sound = self.audio(prediction)
+        if sound is None:
+            return None
+        import soundfile as sf
+
+        wave, rate = sound
+        out = path.with_suffix(".wav")
+        sf.write(out, np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0), int(rate), subtype="PCM_16")
+        return out
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state that changes outputs (part of cache keys)."""
@@ -166,6 +183,10 @@ class Loss(nn.Module):
     """A training objective. A KD loss declares what it needs from the teacher."""
 
     requires_teacher: bool = False
+    #: how far training has gone, in [0, 1): set by the training loop before every step (0 at
+    #: the first), so a loss can follow a schedule (a temperature annealed, a guided-attention
+    #: weight decayed) without knowing the step count
+    progress: float = 0.0
 
     @classmethod
     def teacher_layers_for(cls, options: Any) -> tuple[str, ...]:
@@ -244,6 +265,9 @@ class Evaluation:
     #: audio seconds of an example that speed is normalised by (``Task.seconds``: the input's,
     #: or for a synthesizer the seconds it produced)
     seconds: Callable[[Example], float] | None = None
+    #: ``audio(i)``: what prediction ``i`` sounds like (``Task.audio``: ``(waveform,
+    #: sample_rate)`` or None), rendered once however many metrics listen
+    audio: Callable[[int], tuple[np.ndarray, int] | None] | None = None
 
 
 class Metric(ABC):

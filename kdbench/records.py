@@ -78,9 +78,10 @@ class RunIdentity:
 
 
 # ---- hash recipes --------------------------------------------------------------------------------
-def trained_teacher_key(teacher: dict, training: dict, data: dict, loss: str) -> str:
+def trained_teacher_key(teacher: dict, training: dict, data: dict, loss: dict) -> str:
     """A teacher kdbench trains. How students later read its outputs is left out of ``data``:
-    it does not change the teacher itself."""
+    it does not change the teacher itself. ``loss`` is its training loss's resolved config
+    (name, options, provider), so a changed default option trains the teacher anew."""
     return stable_hash({"teacher": teacher, "training": training, "base": data, "loss": loss})
 
 

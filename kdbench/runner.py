@@ -112,10 +112,10 @@ class Runner:
         rs = self.rs
         return records.provider_tags({"task": rs.task, "dataset": rs.dataset, "frontend": rs.frontend, **models})
 
-    def _fixed_model_rows(self, role: str, resolved: Resolved, obtain: Callable[[], TeacherState]) -> list[Row]:
+    def _fixed_model_rows(self, role: str, resolved: Resolved, obtain: Callable[[], TeacherState],
+                          loss: Resolved | None = None) -> list[Row]:
         """Rows of a model that is not distilled in this suite (a teacher, a reference)."""
-        identity = RunIdentity(self.rs.name, role, resolved.label,
-                               loss=(self.task.default_loss or "") if role == "teacher" else "")
+        identity = RunIdentity(self.rs.name, role, resolved.label, loss=loss.label if loss is not None else "")
         tags = {**identity.tags(), **self._providers(**{role: resolved})}
         child = self._track_start(f"{role} {resolved.label}", {records.RUN_KIND: role, **tags})
         key = ""
@@ -162,13 +162,13 @@ class Runner:
             return TeacherState(model, key, resolved.label)
         training = ref.training or self.rs.suite.training
         data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
-        key = records.trained_teacher_key(resolved.config(), training.model_dump(), data, self.task.default_loss)
+        trained_with = self.rs.teacher_losses[index]  # never None without a checkpoint (resolve_suite)
+        key = records.trained_teacher_key(resolved.config(), training.model_dump(), data, trained_with.config())
         state = None if self.force_teachers else self.cache.load("teachers", key)
         if state is not None:
             model.load_state_dict(state)
         else:
-            loss = self.registry.get("losses", self.task.default_loss).build(
-                student=model, teacher=None, task=self.task)
+            loss = trained_with.build(student=model, teacher=None, task=self.task)
             self._train(f"teacher {resolved.label}", model, loss, training, seed=0, teacher=None, copies=None)
             self.cache.save("teachers", key, model.state_dict())
             self.stats["teachers_trained"] += 1
@@ -375,7 +375,8 @@ class Runner:
         overall = self.progress.start("suite", len(self.rs.teachers) + len(runs))
         done = 0
         for i, resolved in enumerate(self.rs.teachers):
-            rows += self._fixed_model_rows("teacher", resolved, lambda i=i: self._obtain_teacher(i))
+            rows += self._fixed_model_rows("teacher", resolved, lambda i=i: self._obtain_teacher(i),
+                                           loss=None if self.rs.suite.teachers[i].checkpoint else self.rs.teacher_losses[i])
             done += 1
             self.progress.update(overall, done)
         for i, resolved in enumerate(self.rs.references):

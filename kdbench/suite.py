@@ -12,7 +12,7 @@ teacher lacks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,8 @@ class TrainingConfig(_Strict):
 class TeacherRef(ComponentRef):
     checkpoint: Path | None = Field(None, description="local weights (torch.load weights_only); else trained")
     training: TrainingConfig | None = Field(None, description="budget when kdbench trains the teacher")
+    loss: ComponentRef | None = Field(None, description="the loss kdbench trains the teacher with (default: the "
+                                      "task's own); its options are part of the teacher's cache key")
 
 
 class ReferenceRef(ComponentRef):
@@ -154,6 +156,8 @@ class ResolvedSuite:
     targets: list[Resolved]
     reporters: list[Resolved]
     executor: Resolved
+    #: per teacher, the loss kdbench trains it with (None: no loss, a checkpoint is needed)
+    teacher_losses: list[Resolved | None] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -284,6 +288,24 @@ def _resolve(path: Path, registry: Registry, kind: str, ref: ComponentRef, key: 
     return Resolved(ref, component, options, key)
 
 
+def _teacher_loss(path: Path, registry: Registry, task: Resolved, ref: TeacherRef, index: int) -> Resolved | None:
+    """The loss a teacher trains with: its own ``loss:``, else the task's ``default_loss``."""
+    loss = ref.loss
+    if loss is None:
+        default = getattr(task.component.factory, "default_loss", "")
+        if not default:
+            if ref.checkpoint is None:
+                raise SuiteError(f"{path}: teachers[{index}]: task {task.name!r} has no default loss to train a "
+                                 "teacher with: give the teacher a 'loss' or a 'checkpoint'")
+            return None
+        loss = ComponentRef(name=default)
+    resolved = _resolve(path, registry, "losses", loss, f"teachers[{index}].loss")
+    if getattr(resolved.component.factory, "requires_teacher", False):
+        raise SuiteError(f"{path}: teachers[{index}].loss: {resolved.name!r} distils from a teacher; "
+                         "a teacher trains without one")
+    return resolved
+
+
 def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>") -> ResolvedSuite:
     path = Path(path)
     suite = _with_defaults(path, suite, registry)
@@ -296,6 +318,8 @@ def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>"
         dup = next((lab for lab in labels if labels.count(lab) > 1), None)
         if dup is not None:
             raise SuiteError(f"{path}: {key}: {dup!r} appears twice; give one a distinct 'label'")
+    fields["teacher_losses"] = [_teacher_loss(path, registry, fields["task"], ref, i)
+                                for i, ref in enumerate(suite.teachers)]
     rs = ResolvedSuite(path=path, suite=suite, **fields)
     _check_against_suite(rs)
     return rs

@@ -100,6 +100,7 @@ def train(
     running, count, last = 0.0, 0, float("nan")
     start = time.perf_counter()
     for step, (epoch, batch_examples) in zip(range(config.steps), _epochs(examples, config, rng)):
+        loss_fn.progress = step / config.steps  # a loss's schedule (Loss.progress)
         copy = (epoch % copies) if copies else None
         feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
         teacher_out = teacher(feats, copy) if teacher is not None else None

@@ -70,8 +70,14 @@ class SpeechQuality(Metric):
         if n == 0:
             return [Measurement(name, math.nan, unit, True, coverage=(0, 0)) for name, unit in self.units.items()]
         sr = int(ev.examples[0].meta.get("sample_rate", 0))
+        estimates = list(ev.predictions)
+        heard = [ev.audio(i) for i in range(n)] if ev.audio is not None else []
+        if heard and all(h is not None for h in heard):
+            # what the task says a prediction sounds like: for a synthesizer, its log-mel
+            # rendered to a waveform (DNSMOS needs no reference, so it scores TTS too)
+            estimates, sr = [h[0] for h in heard], int(heard[0][1])
         items = [(np.asarray(p, np.float32), np.asarray(r, np.float32), np.asarray(e.input, np.float32))
-                 for p, r, e in zip(ev.predictions, ev.references, ev.examples)]
+                 for p, r, e in zip(estimates, ev.references, ev.examples)]
         workers = self.options.workers or os.cpu_count() or 1
         results = score_all(self.kind, items, sr, self.extra(), workers)
         # NaN for the utterance, coverage for the metric, and a line per new reason for the user

@@ -6,7 +6,6 @@ enhanced waveform the same shape; predictions are unpadded float32 arrays at the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -50,13 +49,9 @@ class Enhancement(Task):
         return Batch(ids=[e.id for e in examples], inputs=_pad(noisy), input_lengths=lengths,
                      targets=_pad(clean), target_lengths=lengths.clone())
 
-    def save_prediction(self, prediction: np.ndarray, path: Path) -> Path:
-        """The enhanced clip as 16-bit WAV, so a person can listen to what a model did."""
-        import soundfile as sf
-
-        out = path.with_suffix(".wav")
-        sf.write(out, np.clip(np.asarray(prediction, dtype=np.float32), -1.0, 1.0), self.sample_rate, subtype="PCM_16")
-        return out
+    def audio(self, prediction: np.ndarray) -> tuple[np.ndarray, int]:
+        """The enhanced clip itself (kept as WAV, heard by DNSMOS)."""
+        return np.asarray(prediction, dtype=np.float32), self.sample_rate
 
     def predict(self, output: ModelOutput) -> list[np.ndarray]:
         return [output.output[i, : int(n), 0].detach().float().numpy().copy() for i, n in enumerate(output.lengths)]

@@ -7,7 +7,6 @@ acoustic model is heard through the same ears. Speed is per second of *synthesiz
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -75,13 +74,10 @@ class Synthesis(Task):
             return float(example.meta.get("duration", 0.0) or 0.0)
         return float(output.lengths[0]) * audio.HOP_LENGTH / audio.SAMPLE_RATE
 
-    def save_prediction(self, prediction: np.ndarray, path: Path) -> Path:
-        import soundfile as sf
-
+    def audio(self, prediction: np.ndarray) -> tuple[np.ndarray, int]:
+        """The predicted log-mel through Griffin-Lim (the same for every model)."""
         wave = griffin_lim(torch.from_numpy(np.asarray(prediction, dtype=np.float32)), self.options.listen_iterations)
-        out = path.with_suffix(".wav")
-        sf.write(out, np.clip(wave.numpy(), -1.0, 1.0), audio.SAMPLE_RATE, subtype="PCM_16")
-        return out
+        return wave.numpy(), audio.SAMPLE_RATE
 
     def state(self) -> dict[str, Any]:
         return {"text": TEXT_STATE, "audio": audio.AUDIO_CONFIG}

@@ -15,7 +15,6 @@ teacher vocoded. Evaluation always vocodes whole utterances.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -106,13 +105,9 @@ class Vocoding(Task):
             return float(example.meta.get("duration", 0.0) or 0.0)
         return float(output.lengths[0]) / audio.SAMPLE_RATE
 
-    def save_prediction(self, prediction: np.ndarray, path: Path) -> Path:
-        import soundfile as sf
-
-        out = path.with_suffix(".wav")
-        sf.write(out, np.clip(np.asarray(prediction, dtype=np.float32), -1.0, 1.0), audio.SAMPLE_RATE,
-                 subtype="PCM_16")
-        return out
+    def audio(self, prediction: np.ndarray) -> tuple[np.ndarray, int]:
+        """The rendered waveform itself."""
+        return np.asarray(prediction, dtype=np.float32), audio.SAMPLE_RATE
 
     def state(self) -> dict[str, Any]:
         return {"audio": audio.AUDIO_CONFIG, "segment_frames": self.options.segment_frames,
