@@ -136,7 +136,8 @@ class Runner:
     def _obtain_reference(self, index: int) -> TeacherState:
         ref = self.rs.suite.references[index]
         resolved = self.rs.references[index]
-        model: Model = resolved.build(model_spec=self.model_spec)
+        # a reference may be the data itself (the TTS task's recordings), so it may read the corpus
+        model: Model = resolved.build(model_spec=self.model_spec, corpus=self.corpus)
         checkpoint = None
         if ref.checkpoint is not None:
             load_checkpoint(model, ref.checkpoint, f"references[{index}].checkpoint")

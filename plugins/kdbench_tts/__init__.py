@@ -36,7 +36,7 @@ def register_frontends(register):
 
 @hookimpl
 def register_teachers(register):
-    from kdbench_tts import models, vocoders
+    from kdbench_tts import models, references, vocoders
 
     register("tacotron2", models.Tacotron2Teacher,
              summary="Tacotron2 (torchaudio), autoregressive; bounded free-running decode, stop flag, attention durations")
@@ -45,6 +45,8 @@ def register_teachers(register):
     # no parameters: meant as a `references:` row (suites look references up among teachers)
     register("griffin-lim", vocoders.GriffinLim,
              summary="Griffin-Lim phase recovery from the log-mel (torchaudio), no parameters: a reference")
+    register("recorded", references.Recorded,
+             summary="the test recording's own log-mel, heard through the same Griffin-Lim: the TTS ceiling row")
 
 
 @hookimpl
@@ -72,7 +74,9 @@ def register_losses(register):
 
 @hookimpl
 def register_metrics(register):
-    from kdbench_tts import metrics
+    from kdbench_tts import metrics, prosody
 
     register("mcd", metrics.MelCepstralDistortion,
              summary="mel-cepstral distortion (dB) to the recording, DTW-aligned (librosa)")
+    register("f0", prosody.F0Metrics,
+             summary="log-F0 RMSE (cents) and V/UV error (%) to the recording, Praat pitch, MCD's DTW alignment")
