@@ -301,7 +301,7 @@ def _teacher_loss(path: Path, registry: Registry, task: Resolved, ref: TeacherRe
         loss = ComponentRef(name=default)
     resolved = _resolve(path, registry, "losses", loss, f"teachers[{index}].loss")
     if getattr(resolved.component.factory, "requires_teacher", False):
-        raise SuiteError(f"{path}: teachers[{index}].loss: {resolved.name!r} distils from a teacher; "
+        raise SuiteError(f"{path}: teachers[{index}].loss: {resolved.name!r} distills from a teacher; "
                          "a teacher trains without one")
     return resolved
 

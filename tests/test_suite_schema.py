@@ -177,3 +177,27 @@ def test_default_must_be_a_bool():
 
     with pytest.raises(PluginError, match="executors 'maybe' default must be True or False, got 'yes'"):
         build_registry(extra_plugins=[Sloppy()])
+
+
+def test_a_teachers_training_loss_and_its_options_are_part_of_its_key(tmp_path):
+    from kdbench import records
+
+    suite = yaml.safe_load((REPO / "suites" / "tts.yaml").read_text())
+    teacher = {k: v for k, v in suite["teachers"][0].items() if k != "loss"}
+
+    def teacher_key(entry):
+        rs = load_suite(write_suite(tmp_path / "s.yaml", {**suite, "teachers": [entry]}), get_registry())
+        loss = rs.teacher_losses[0]
+        return loss.name, records.trained_teacher_key(rs.teachers[0].config(), {}, {}, loss.config())
+
+    default = teacher_key(teacher)
+    assert default[0] == "mel"  # the task's default_loss when the suite names none
+    assert teacher_key({**teacher, "loss": "mel"}) == default
+    unguided = teacher_key({**teacher, "loss": {"name": "mel", "options": {"guided_attention": 0}}})
+    assert unguided[0] == "mel" and unguided[1] != default[1]
+
+
+def test_a_distillation_loss_cannot_train_a_teacher(tmp_path, suite_dict):
+    suite_dict["teachers"] = [{**suite_dict["teachers"][0], "loss": "ctc-kd"}]
+    with pytest.raises(SuiteError, match=r"teachers\[0\]\.loss: 'ctc-kd' distills from a teacher; a teacher trains"):
+        load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())

@@ -57,3 +57,21 @@ def test_small_recognizer_reaches_low_wer_on_seen_speakers(fsdd_root, shared_cac
           TrainingConfig(steps=500, batch_size=32, lr=2e-3, warmup_steps=50), seed=0)
     result = evaluate(model, frontend, task, c.tests, [WordErrorRate(None)], CpuTarget(CpuTarget.Options()))
     assert result.as_dict()["test/wer"] < 15.0, result.as_dict()
+
+
+def test_the_loop_tells_the_loss_how_far_training_has_gone(fsdd_root, shared_cache):
+    # Loss.progress drives schedules (an annealed temperature, a decaying guided-attention weight)
+    c = corpus(fsdd_root, shared_cache, 16)
+    task = CtcAsr(CtcAsr.Options())
+    task.setup(c)
+    pipeline = InputPipeline(task, LogMel(LogMel.Options(n_mels=24), corpus_info=c.info))
+    model = GruCtc(GruCtc.Options(hidden=16, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    seen = []
+
+    class Recording(CtcLoss):
+        def forward(self, student, batch, teacher=None):
+            seen.append(self.progress)
+            return super().forward(student, batch, teacher)
+
+    train(model, Recording(None), pipeline, c.train, TrainingConfig(steps=4, batch_size=4, warmup_steps=0), seed=0)
+    assert seen == [0.0, 0.25, 0.5, 0.75]
