@@ -43,18 +43,32 @@ def as_log_mel(x: np.ndarray) -> np.ndarray:
     return audio.log_mel(x).T.numpy()
 
 
-def mcd_dtw(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13) -> float:
-    """Mean per-frame cepstral distance (dB) along the DTW path; NaN if either is empty.
-    Either may be a log-mel or a waveform (``as_log_mel``)."""
+def dtw_path(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13) -> tuple[np.ndarray, np.ndarray]:
+    """The alignment every metric comparing a synthesized utterance with its recording shares
+    (MCD, F0 and voicing in ``prosody``): DTW (librosa) on the Euclidean distance between
+    cepstra c1..c``coefficients``. Returns the path as (pairs, 2) ``(predicted frame, reference
+    frame)`` rows in librosa's order (last pair first) and the cepstral distance of each pair;
+    both empty if either input has no frame. Either may be a log-mel or a waveform
+    (``as_log_mel``)."""
     import librosa
 
     predicted, reference = as_log_mel(predicted), as_log_mel(reference)
     if len(predicted) == 0 or len(reference) == 0:
-        return math.nan
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float64)
     a, b = cepstra(predicted, coefficients), cepstra(reference, coefficients)
     cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
     _, path = librosa.sequence.dtw(C=cost)
-    return float(_DB * np.mean([cost[i, j] for i, j in path]))
+    path = np.asarray(path, np.int64)
+    return path, cost[path[:, 0], path[:, 1]]
+
+
+def mcd_dtw(predicted: np.ndarray, reference: np.ndarray, coefficients: int = 13) -> float:
+    """Mean per-frame cepstral distance (dB) along the DTW path; NaN if either is empty.
+    Either may be a log-mel or a waveform (``as_log_mel``)."""
+    path, distances = dtw_path(predicted, reference, coefficients)
+    if len(path) == 0:
+        return math.nan
+    return float(_DB * np.mean(distances))
 
 
 class MelCepstralDistortion(Metric):
