@@ -232,8 +232,10 @@ class Measurement:
     speedup: bool = False
     #: False for a value that restates another gated one (so one slowdown is not reported twice)
     gated: bool = True
-    #: for a condition: above this value the row's costs are suspect and the row carries a note
+    #: for a condition: above this value the row's numbers are suspect and the row carries a note
     warn_above: float | None = None
+    #: for a condition: what that note says (default "measured under load", the built-in one)
+    note: str = ""
     # Per-utterance scores (in the order of the evaluated examples) so a leaderboard can put
     # a paired bootstrap confidence interval on a difference. ``value`` must equal the
     # ``weights``-weighted mean of ``samples`` (corpus WER = per-utterance WER weighted by

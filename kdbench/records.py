@@ -137,6 +137,7 @@ class MetricMeta:
     speedup: bool = False
     gated: bool = True
     warn_above: float | None = None
+    note: str = ""
 
     @classmethod
     def of(cls, measurement: Any) -> "MetricMeta":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -78,11 +78,13 @@ def metric_columns(raw: pd.DataFrame, primary: str | None = None) -> dict[str, M
     return dict(sorted(meta.items(), key=lambda kv: order(kv[0])))
 
 
-def _coverage(raw: pd.DataFrame, names: Iterable[str]) -> pd.Series:
+def _coverage(raw: pd.DataFrame, columns: dict[str, MetricMeta]) -> pd.Series:
     """Lowest scored/total over a run's metrics (1.0 when no metric declares coverage). A metric
     that scored nothing in any run is not applicable here (DNSMOS on 8 kHz audio), not a gap."""
     out = pd.Series(1.0, index=raw.index)
-    for n in names:
+    for n in columns:
+        if columns[n].kind == "condition":
+            continue  # a condition is shown, never ranked: what it could not tell unranks nothing
         col = f"tag:{records.METRIC}{n}.coverage"
         if col not in raw:
             continue
@@ -100,14 +102,16 @@ def _coverage(raw: pd.DataFrame, names: Iterable[str]) -> pd.Series:
 
 
 def condition_note(values: dict[str, float], columns: dict[str, MetricMeta]) -> str:
-    """Why a row's costs should not be trusted, or '': a condition metric above the limit it
-    declared (other processes busy while timing, say)."""
+    """Why a row's numbers should not be trusted, or '': every condition metric above the limit
+    it declared, in the words it declared (other processes busy while timing, say)."""
+    notes = []
     for name, meta in columns.items():
         value = values.get(name)
         if meta.kind == "condition" and meta.warn_above is not None and value is not None \
                 and not math.isnan(value) and value > meta.warn_above:
-            return f"measured under load: {name} {value:.2f} {meta.unit} > {meta.warn_above:g}".replace("  ", " ")
-    return ""
+            notes.append(f"{meta.note or 'measured under load'}: {name} {value:.2f} {meta.unit} "
+                         f"> {meta.warn_above:g}".replace("  ", " "))
+    return "; ".join(notes)
 
 
 def aggregate(raw: pd.DataFrame, *, scores: ScoresLoader | None = None, target: str | None = None,
