@@ -38,9 +38,13 @@ def frame_count(num_samples: int) -> int:
 def _mel() -> torch.nn.Module:
     import torchaudio
 
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
-        f_min=F_MIN, f_max=F_MAX, n_mels=N_MELS, power=1.0).eval()
+    # Built outside inference mode whoever asks first: made inside an evaluation's collate, its
+    # window and filterbank would be inference tensors, and a later training step's mel loss
+    # (autograd) would refuse them.
+    with torch.inference_mode(False):
+        return torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
+            f_min=F_MIN, f_max=F_MAX, n_mels=N_MELS, power=1.0).eval()
 
 
 def log_mel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -9,11 +9,20 @@ another MCD recipe (SPTK mel-cepstra, another alpha) are never compared with the
 Predictions and references may be log-mels (frames, n_mels), as an acoustic model predicts, or
 waveforms (samples,), as a vocoder renders: a waveform is first analysed with the shared
 ``audio.log_mel``, so both tasks are scored by the one MCD.
+
+What cannot be scored is left out, never counted as 0 (the project's NaN policy): a prediction
+or recording with NaN or infinite values, or with no frame (a clip shorter than half an analysis
+window), is NaN for that utterance; the value is the mean over the others, the coverage says how
+many, and one warning line per reason names the split and the count. A silent prediction (the
+log clamp everywhere) and one of a frame or two are scorable: they are far from the recording,
+and a model that says nothing should score badly rather than drop out of the mean.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import Counter
 
 import numpy as np
 from pydantic import Field
@@ -24,10 +33,23 @@ from kdbench.options import Options
 
 _DB = 10.0 / math.log(10.0) * math.sqrt(2.0)  # the MCD constant, in dB
 
+log = logging.getLogger("kdbench")
+
 
 def cepstra(log_mel: np.ndarray, coefficients: int) -> np.ndarray:
     """(frames, n_mels) natural-log mel -> (frames, coefficients) cepstra, c0 dropped."""
     return dct(np.asarray(log_mel, dtype=np.float64), type=2, axis=1, norm="ortho")[:, 1:coefficients + 1]
+
+
+def unscorable(predicted: np.ndarray, reference: np.ndarray) -> str:
+    """Why MCD cannot score these two (frames, n_mels) log-mels, or '' if it can. DTW refuses a
+    NaN cost, and an infinite one would make any mean meaningless."""
+    for what, x in (("prediction", predicted), ("recording", reference)):
+        if len(x) == 0:
+            return f"{what} has no frame"
+        if not np.isfinite(x).all():
+            return f"{what} has NaN or infinite values"
+    return ""
 
 
 def as_log_mel(x: np.ndarray) -> np.ndarray:
@@ -85,7 +107,15 @@ class MelCepstralDistortion(Metric):
         return {"implementation": "dct-ii log-mel cepstra + librosa dtw", "coefficients": self.options.coefficients}
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
-        values = [mcd_dtw(p, r, self.options.coefficients) for p, r in zip(ev.predictions, ev.references)]
+        values, reasons = [], Counter()
+        for p, r in zip(ev.predictions, ev.references):
+            p, r = as_log_mel(p), as_log_mel(r)
+            reason = unscorable(p, r)
+            if reason:
+                reasons[reason] += 1
+            values.append(math.nan if reason else mcd_dtw(p, r, self.options.coefficients))
+        for reason, count in reasons.items():
+            log.warning("mcd on %s: %d of %d utterances not scored: %s", ev.split, count, len(values), reason)
         scored = [v for v in values if not math.isnan(v)]
         samples = [0.0 if math.isnan(v) else v for v in values]
         weights = [0.0 if math.isnan(v) else 1.0 for v in values]

@@ -308,7 +308,8 @@ class FastSpeechStudent(Model):
     log(1 + frames) per phoneme (zero in the padding); a loss trains it against
     ``log1p(batch.extras["durations"])`` or the teacher's ``hidden["durations"]``. At inference
     the frames per phoneme are ``round(exp(log_durations) - 1)``, at least 0 (at least one frame
-    per utterance), and an utterance stops at ``max_frames``. ``forward_train`` regulates with
+    per utterance), and an utterance stops at ``max_frames``; ``hidden["stopped"]`` (batch, 1,
+    1) is 0 where it was cut there, 1 otherwise (as the teacher's). ``forward_train`` regulates with
     ``batch.extras["durations"]`` instead and returns exactly ``batch.targets``' frames with
     ``batch.target_lengths`` as lengths (durations must sum to those lengths; frames they do
     not cover are decoded from zeros)."""
@@ -377,5 +378,8 @@ class FastSpeechStudent(Model):
         durations = (log_durations.squeeze(2).exp() - 1).round().clamp(min=0).long() * keep
         durations[:, 0] += (durations.sum(1) == 0).long()  # never an empty utterance
         mel, x, frames = self._decode(encoder, durations, max_frames=self.max_frames)
-        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations},
+        # as Tacotron2's: 0 where the utterance was cut at max_frames, so the task can say so
+        stopped = (durations.sum(1) <= self.max_frames).to(mel.dtype).view(-1, 1, 1)
+        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations,
+                                         "stopped": stopped},
                            hidden_lengths={"encoder": lengths, "log_durations": lengths})

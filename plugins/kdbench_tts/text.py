@@ -10,9 +10,12 @@ Normalisation (:func:`normalize`, version in :data:`TEXT_STATE`), in this order:
 5. runs of whitespace -> one space, ends stripped.
 
 What is left must use only :data:`TEXT_CHARS` (``a-z``, ``0-9``, space, ``' . , ; : ! ? -``);
-eSpeak reads digits as numbers. Anything else (``&``, ``%``, ``/``, other scripts) is
-refused with one line naming the utterance and the character, because silently dropping
-or guessing a reading would change what the speech says.
+eSpeak reads digits as numbers (``7`` -> "seven"). Anything else (``&``, ``%``, ``/``, ``*``,
+other scripts) is refused with one line naming the utterance and the character, because
+silently dropping or guessing a reading would change what the speech says. Text that is
+empty, or has no letter or digit once normalised (``"()"``, ``...``), is refused too: eSpeak
+would speak a lone pause for it (an example that is silence) or read the punctuation's name
+aloud (``!?`` -> "exclamation"), neither of which is the sentence.
 
 Phonemes are the ones eSpeak NG (the ``en-us`` voice) speaks, read from its phoneme events,
 so the synthetic corpus and the phonemes of a real corpus's text come from one
@@ -80,6 +83,10 @@ def normalize(text: str, utterance: str) -> str:
     clean = _SPACES.sub(" ", folded).strip()
     if not clean:
         raise DataError(f"utterance {utterance}: empty text after normalisation (was {text!r})")
+    # This refusal changes the ids of no text that is still accepted, so TEXT_VERSION (part of
+    # every corpus's cache key) stays: rebuilding the caches would give the same corpora.
+    if not any(c.isalnum() for c in clean):
+        raise DataError(f"utterance {utterance}: no letter or digit to speak after normalisation (was {text!r})")
     bad = next((c for c in clean if c not in TEXT_CHARS), None)
     if bad is not None:
         raise DataError(f"utterance {utterance}: character {bad!r} (U+{ord(bad):04X}) is outside the text table "
