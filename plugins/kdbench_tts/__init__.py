@@ -74,9 +74,11 @@ def register_losses(register):
 
 @hookimpl
 def register_metrics(register):
-    from kdbench_tts import metrics, prosody
+    from kdbench_tts import conditions, metrics, prosody
 
     register("mcd", metrics.MelCepstralDistortion,
              summary="mel-cepstral distortion (dB) to the recording, DTW-aligned (librosa)")
+    register("cut-off", conditions.CutOff,
+             summary="share (%) of utterances cut off at the model's length bound: a condition, a row note when > 0")
     register("f0", prosody.F0Metrics,
              summary="log-F0 RMSE (cents) and V/UV error (%) to the recording, Praat pitch, MCD's DTW alignment")
