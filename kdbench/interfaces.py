@@ -187,6 +187,12 @@ class Loss(nn.Module):
     #: the first), so a loss can follow a schedule (a temperature annealed, a guided-attention
     #: weight decayed) without knowing the step count
     progress: float = 0.0
+    #: True: the teacher outputs this loss receives come from the task's ``train_forward`` run on
+    #: the student's very batch (teacher forcing: the recording's previous samples for a WaveRNN,
+    #: its mels for a Tacotron2), in eval mode without gradients, instead of the teacher's
+    #: free-running ``forward``. A distribution over the next step is comparable with the
+    #: student's only when both read the same history. Read from the class, like ``requires_teacher``.
+    teacher_forcing: bool = False
 
     @classmethod
     def teacher_layers_for(cls, options: Any) -> tuple[str, ...]:

@@ -18,6 +18,11 @@ def requires_teacher(loss: Resolved) -> bool:
     return bool(getattr(loss.component.factory, "requires_teacher", False))
 
 
+def teacher_forcing(loss: Resolved) -> bool:
+    """Whether the loss distils from the teacher's teacher-forced outputs (``Loss.teacher_forcing``)."""
+    return bool(getattr(loss.component.factory, "teacher_forcing", False))
+
+
 def teacher_layers(loss: Resolved) -> tuple[str, ...]:
     """Teacher hidden layers a loss will read, known before any run so one pass caches them all."""
     declare = getattr(loss.component.factory, "teacher_layers_for", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +20,7 @@ from kdbench import records
 from kdbench.hashing import file_hash, stable_hash
 from kdbench.interfaces import Corpus, Model, ModelSpec, Task
 from kdbench.pipeline import InputPipeline
-from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_layers
+from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_forcing, teacher_layers
 from kdbench.plugins import Registry
 from kdbench.provenance import provenance
 from kdbench.records import MetricMeta, Row, RunIdentity, SuiteResult
@@ -45,7 +45,8 @@ class TeacherState:
     model: Model
     key: str
     label: str
-    outputs: TeacherOutputStore | None = None
+    #: cached outputs, by whether they were computed teacher-forced (Loss.teacher_forcing)
+    outputs: dict[bool, TeacherOutputStore] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,22 +177,34 @@ class Runner:
         model.eval()
         return TeacherState(model, key, resolved.label)
 
-    def _teacher_outputs(self, teacher: TeacherState) -> TeacherOutputStore:
-        if teacher.outputs is None:
-            layers = sorted({layer for loss in self.rs.losses if requires_teacher(loss)
+    def _teacher_forward(self, forcing: bool) -> Callable | None:
+        """How the teacher runs for a loss: free running (None: ``model(features, lengths)``), or
+        teacher-forced through the task's ``train_forward`` on the student's batch."""
+        if not forcing:
+            return None
+        return lambda model, feats: self.task.train_forward(model, feats.features, feats.lengths, feats.batch)
+
+    def _teacher_outputs(self, teacher: TeacherState, forcing: bool = False) -> TeacherOutputStore:
+        if forcing not in teacher.outputs:
+            layers = sorted({layer for loss in self.rs.losses
+                             if requires_teacher(loss) and teacher_forcing(loss) == forcing
                              for layer in teacher_layers(loss)})
             cfg = self.rs.suite.teacher_outputs
             copies = cfg.copies if self.pipeline.augments else 1
-            handle = self.progress.start(f"teacher outputs {teacher.label}", len(self.corpus.train) * copies)
+            handle = self.progress.start(f"teacher outputs {teacher.label}" + (" (teacher-forced)" if forcing else ""),
+                                         len(self.corpus.train) * copies)
             key_parts = {"teacher": teacher.key, "base": self.base}
+            if forcing:  # only then: the keys of free-running outputs cached before stay valid
+                key_parts["teacher_forcing"] = True
             if self.force_teachers:
                 key_parts["forced"] = time.time()
-            teacher.outputs = build_teacher_outputs(
+            outputs = teacher.outputs[forcing] = build_teacher_outputs(
                 self.cache, teacher.model, key_parts, self.pipeline, self.corpus.train, copies, layers,
-                on_progress=lambda done, total: self.progress.update(handle, done))
+                on_progress=lambda done, total: self.progress.update(handle, done),
+                forward=self._teacher_forward(forcing))
             self.progress.stop(handle)
-            self.stats["teacher_forward_passes"] += teacher.outputs.forward_passes
-        return teacher.outputs
+            self.stats["teacher_forward_passes"] += outputs.forward_passes
+        return teacher.outputs[forcing]
 
     # ---- training -----------------------------------------------------------------------
     def _train(self, description: str, model, loss, training: TrainingConfig, seed: int, teacher, copies):
@@ -202,17 +215,19 @@ class Runner:
         finally:
             self.progress.stop(handle)
 
-    def _teacher_source(self, teacher: TeacherState) -> tuple[Callable, int | None]:
-        """Cached mode: look up stored outputs of the replayed copy. Online: run the teacher."""
+    def _teacher_source(self, teacher: TeacherState, forcing: bool = False) -> tuple[Callable, int | None]:
+        """Cached mode: look up stored outputs of the replayed copy. Online: run the teacher.
+        ``forcing``: teacher-forced on the batch (Loss.teacher_forcing), else free running."""
         if self.rs.suite.teacher_outputs.mode == "cached":
-            store = self._teacher_outputs(teacher)
+            store = self._teacher_outputs(teacher, forcing)
             copies = self.rs.suite.teacher_outputs.copies if self.pipeline.augments else None
             return (lambda feats, copy: store.batch(feats.batch.ids, copy)), copies
+        forward = self._teacher_forward(forcing) or (lambda model, feats: model(feats.features, feats.lengths))
 
         def online(feats, copy):
             self.stats["teacher_online_batches"] = self.stats.get("teacher_online_batches", 0) + 1
             with torch.no_grad():
-                return teacher.model(feats.features, feats.lengths)
+                return forward(teacher.model, feats)
 
         return online, None
 
@@ -245,7 +260,8 @@ class Runner:
                 self.stats["runs_reused"] += 1
             else:
                 loss = run.loss.build(student=model, teacher=teacher.model if teacher else None, task=self.task)
-                source, copies = self._teacher_source(teacher) if (teacher and loss.requires_teacher) else (None, None)
+                source, copies = (self._teacher_source(teacher, teacher_forcing(run.loss))
+                                  if (teacher and loss.requires_teacher) else (None, None))
                 report = self._train(f"{run.student.label} · {run.loss.label} · seed {run.seed}", model, loss,
                                      training, run.seed, source, copies)
                 self.store.save_checkpoint(key, model.state_dict())

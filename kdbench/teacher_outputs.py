@@ -78,8 +78,11 @@ def build_teacher_outputs(
     layers: Sequence[str],
     batch_size: int = 32,
     on_progress: Callable[[int, int], None] | None = None,
+    forward: Callable[[Model, Features], ModelOutput] | None = None,
 ) -> TeacherOutputStore:
-    """Load every needed piece from the cache; compute the missing ones in one pass per copy."""
+    """Load every needed piece from the cache; compute the missing ones in one pass per copy.
+    ``forward(teacher, features)`` runs the teacher (default: ``teacher(features, lengths)``, free
+    running); the caller puts anything that changes it, such as teacher forcing, in ``key_parts``."""
     pieces = [OUTPUT, *layers]
     store = TeacherOutputStore({}, tuple(layers))
     teacher.eval()
@@ -90,7 +93,7 @@ def build_teacher_outputs(
         missing = [p for p, v in loaded.items() if v is None]
         if missing:
             computed = _forward_pass(teacher, pipeline, examples, copy, [p for p in missing if p != OUTPUT],
-                                     batch_size, on_progress)
+                                     batch_size, on_progress, forward)
             store.forward_passes += 1
             for p in missing:
                 loaded[p] = {i: item[p] for i, item in computed.items()}
@@ -103,14 +106,15 @@ def build_teacher_outputs(
     return store
 
 
-def _forward_pass(teacher, pipeline, examples, copy, layers, batch_size, on_progress) -> dict[str, dict[str, torch.Tensor]]:
+def _forward_pass(teacher, pipeline, examples, copy, layers, batch_size, on_progress,
+                  forward=None) -> dict[str, dict[str, torch.Tensor]]:
     ordered = sorted(examples, key=lambda e: len(e.input) if hasattr(e.input, "__len__") else 0)
     result: dict[str, dict[str, torch.Tensor]] = {}
     with torch.inference_mode():
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start:start + batch_size]
             feats: Features = pipeline(chunk, copy=copy if pipeline.augments else None)
-            out = teacher(feats.features, feats.lengths)
+            out = forward(teacher, feats) if forward else teacher(feats.features, feats.lengths)
             for example, item in zip(chunk, split_output(out, layers)):
                 result[example.id] = item
             if on_progress:

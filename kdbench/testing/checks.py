@@ -28,7 +28,7 @@ from torch import nn
 from kdbench.errors import AmbiguousComponentError, UnknownComponentError
 from kdbench.evaluation import Deployable, evaluate
 from kdbench.interfaces import (Augmentation, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
-                                Model, ModelOutput, ModelSpec, Target)
+                                Model, ModelOutput, ModelSpec, Target, Task)
 from kdbench.options import Options
 from kdbench.pipeline import Features, InputPipeline
 from kdbench.plugins import SINGULAR, Component, LoadedPlugin, Registry, build_registry, get_registry
@@ -196,11 +196,15 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
-def _cached_form(teacher: Model, feats: Features, layers: tuple[str, ...]) -> ModelOutput:
+def _cached_form(teacher: Model, feats: Features, layers: tuple[str, ...], task: Task | None = None) -> ModelOutput:
     """Teacher outputs as a KD loss receives them from the cache: trimmed per utterance,
-    stored in fp16, re-padded, with only the hidden layers the loss declared."""
+    stored in fp16, re-padded, with only the hidden layers the loss declared. With ``task``,
+    teacher-forced through its ``train_forward`` on the batch (``Loss.teacher_forcing``)."""
     with torch.no_grad():
-        out = teacher(feats.features, feats.lengths)
+        if task is not None:
+            out = task.train_forward(teacher, feats.features, feats.lengths, feats.batch)
+        else:
+            out = teacher(feats.features, feats.lengths)
     items = dict(zip(feats.batch.ids, split_output(out, layers)))
     return TeacherOutputStore({0: items}, layers).batch(feats.batch.ids, 0)
 
@@ -444,7 +448,8 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
                plugin: str | None = None) -> Loss:
     """A finite scalar with gradients reaching the student's outputs; ``requires_teacher`` and
     ``teacher_layers_for`` declared on the factory (the planner reads them before building);
-    works on teacher outputs as the cache returns them, at another frame rate than the
+    works on teacher outputs as the cache returns them (teacher-forced through the task's
+    ``train_forward`` when the loss declares ``teacher_forcing``), at another frame rate than the
     student's; its own parameters train in a real training step."""
     ck, bench = _setup("losses", component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
@@ -465,8 +470,11 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
     ck.require(loss.requires_teacher == declared,
                f"the built loss says requires_teacher={loss.requires_teacher} but its factory says {declared}: the "
                "planner reads it from the factory before building, so declare it as a class attribute")
+    forcing = getattr(factory, "teacher_forcing", False)
+    ck.require(isinstance(forcing, bool), f"teacher_forcing is {forcing!r}; it must be a bool class attribute")
+    forced_by = bench.task if forcing else None
     feats = bench.features()
-    t_out = _cached_form(teacher.eval(), feats, layers) if declared else None
+    t_out = _cached_form(teacher.eval(), feats, layers, forced_by) if declared else None
     s = student.train()(feats.features, feats.lengths)
     # leaves, so we can see whether gradients reach the student's outputs
     leaf = ModelOutput(s.output.detach().requires_grad_(), s.lengths,
@@ -485,7 +493,7 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
     ck.require(any(bool(g.abs().sum() > 0) for g in grads),
                "no gradient reaches the student's outputs (ModelOutput.output or hidden)")
     ck.require(all(bool(torch.isfinite(g).all()) for g in grads), "its gradient contains NaN or inf")
-    source = (lambda f, _copy: _cached_form(teacher, f, layers)) if declared else None
+    source = (lambda f, _copy: _cached_form(teacher, f, layers, forced_by)) if declared else None
     with ck.step("one training step (kdbench.training.train)", hint):
         train(student, loss, bench.pipeline, bench.corpus.train, _one_step(), seed=0, teacher=source)
     unused = [n for n, p in loss.named_parameters() if p.requires_grad and p.grad is None]
