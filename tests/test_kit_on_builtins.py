@@ -15,6 +15,7 @@ import soundfile as sf
 from conftest import BUILTIN_PLUGINS
 from kdbench.plugins import build_registry
 from kdbench.testing import CHECKS, ConformanceError, kit_inputs, tiny_bench
+from kdbench_tts.testing import CLASS_VOCODER_INPUTS
 
 REGISTRY = build_registry()  # the plugin set conftest pins: the built-ins only
 
@@ -40,6 +41,9 @@ OPTIONS = {
     ("teachers", "hifigan-v3"): {"channels": 16, "resblock_kernel_sizes": [3, 5],
                                  "resblock_dilations": [[1, 2], [2, 6]]},
     ("students", "hifigan-student"): {"channels": 8},
+    # decoding draws one sample per Python step: the narrowest WaveRNNs, so the kit's decodes take seconds
+    ("teachers", "wavernn"): {"n_rnn": 16, "n_fc": 16, "n_res_block": 1, "n_hidden": 8, "n_output": 8},
+    ("students", "wavernn-student"): {"n_rnn": 8, "n_fc": 8, "n_res_block": 1, "n_hidden": 8, "n_output": 8},
     ("augmentations", "additive-noise"): {"probability": 1.0},
     ("frontends", "log-mel"): {"n_mels": 24},
     ("metrics", "latency"): {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0},
@@ -66,7 +70,12 @@ EXEMPT = {
 #: default bench is the plugin's first task's (kdbench.testing.inputs), which a vocoder cannot run on
 TASKS = {(kind, name): "vocoder" for kind, name in (
     ("frontends", "log-mel-input"), ("teachers", "hifigan-v3"), ("teachers", "griffin-lim"),
-    ("students", "hifigan-student"), ("losses", "wave"), ("losses", "wave-kd"))}
+    ("students", "hifigan-student"), ("losses", "wave"), ("losses", "wave-kd"), ("teachers", "wavernn"),
+    ("students", "wavernn-student"), ("losses", "wave-ce"), ("losses", "wave-class-kd"))}
+
+#: (kind, name) -> stand-ins other than its task's own: the sample-class losses score logits, which
+#: the vocoder task's stand-in (waveform) vocoders do not give
+INPUTS = {("losses", "wave-ce"): CLASS_VOCODER_INPUTS, ("losses", "wave-class-kd"): CLASS_VOCODER_INPUTS}
 
 #: known non-conformance, to fix in the component (strict: the test fails once it is fixed,
 #: so the entry is removed)
@@ -85,13 +94,14 @@ def test_the_builtins_registered_components_of_every_checked_kind():
 @pytest.fixture(scope="module")
 def benches():
     """One bench per plugin and task (built on first use): components of a plugin without a task
-    of its own share the default one; ``task`` picks one of a plugin's several tasks."""
+    of its own share the default one; ``task`` picks one of a plugin's several tasks, ``inputs``
+    other stand-ins for it (INPUTS)."""
     cache = {}
 
-    def bench(plugin, task=None):
-        if (plugin, task) not in cache:
-            cache[plugin, task] = tiny_bench(REGISTRY, task=task, plugin=plugin)
-        return cache[plugin, task]
+    def bench(plugin, task=None, inputs=None):
+        if (plugin, task, id(inputs)) not in cache:
+            cache[plugin, task, id(inputs)] = tiny_bench(REGISTRY, task=task, plugin=plugin, inputs=inputs)
+        return cache[plugin, task, id(inputs)]
     return bench
 
 
@@ -146,9 +156,14 @@ def _dataset_options(name, fsdd_root, tmp_path):
     pytest.fail(f"no test inputs for the built-in dataset {name!r}: add them to _dataset_options")
 
 
-PARAMS = [pytest.param(*c, id=":".join(c), marks=[pytest.mark.xfail(reason=KNOWN_BUGS[c[1:]], strict=True,
-                                                                     raises=ConformanceError)]
-                       if c[1:] in KNOWN_BUGS else []) for c in COMPONENTS]
+#: checks of a minute or more (`make test` leaves them out; `-k tts` and `make test-all` run them): a
+#: WaveRNN's check decodes the kit's utterances six times, one sample per Python step
+SLOW = {("teachers", "wavernn"), ("students", "wavernn-student")}
+
+PARAMS = [pytest.param(*c, id=":".join(c), marks=([pytest.mark.xfail(reason=KNOWN_BUGS[c[1:]], strict=True,
+                                                                      raises=ConformanceError)]
+                                                  if c[1:] in KNOWN_BUGS else [])
+                       + ([pytest.mark.slow] if c[1:] in SLOW else [])) for c in COMPONENTS]
 
 
 @pytest.mark.parametrize("plugin, kind, name", PARAMS)
@@ -158,7 +173,7 @@ def test_builtin_component_conforms(plugin, kind, name, benches, fsdd_root, shar
         options = _dataset_options(name, fsdd_root, tmp_path)
         run = lambda: CHECKS[kind](component, options, cache_dir=shared_cache, registry=REGISTRY)  # noqa: E731
     else:
-        bench = benches(plugin, TASKS.get((kind, name)))
+        bench = benches(plugin, TASKS.get((kind, name)), INPUTS.get((kind, name)))
         run = lambda: CHECKS[kind](component, OPTIONS.get((kind, name)), bench=bench)  # noqa: E731
     if (kind, name) in EXEMPT:
         with pytest.raises(ConformanceError) as failure:

@@ -1,6 +1,7 @@
 """The conformance kit's inputs for the ``tts`` and ``vocoder`` tasks (``kdbench.testing.inputs``): a
 tiny corpus of phoneme sequences with exact durations and tone "speech", a stand-in synthesizer,
-and stand-in vocoders (the vocoder task reads the same corpus: log-mels of the tones in, tones out).
+and stand-in vocoders (the vocoder task reads the same corpus: log-mels of the tones in, tones out),
+waveform vocoders for the task's own inputs and class-output ones for the sample-class losses.
 
 No eSpeak here: the kit must check components in milliseconds, and the corpus must be the same
 on every machine.
@@ -98,6 +99,39 @@ class TinyVocoder(Model):
         return ModelOutput(wave.transpose(1, 2), samples, {"encoder": h.transpose(1, 2)[:, ::self.stride]})
 
 
+class TinyClassVocoder(Model):
+    """The kit's stand-in for a class-output vocoder (WaveRNN-like), for the sample-class losses:
+    logits ``(batch, frames * hop, n_classes)`` from the log-mel (a convolution, then a transposed
+    convolution rendering each frame as a hop). ``forward_train`` adds a term for the recording's
+    previous sample (teacher forcing, as WaveRNN trains), so a loss that asks for the teacher's
+    teacher-forced outputs gets different logits from one that reads its free-running ones.
+    ``forward`` returns logits too (not a waveform as WaveRNN's does): the kit's loss check feeds
+    the student's ``forward`` to the loss. Padding is zeroed, so batch-mates never matter."""
+
+    def __init__(self, model_spec: ModelSpec, hidden: int = 8, stride: int = 1, n_classes: int = 16):
+        super().__init__()
+        self.stride, self.n_classes = stride, n_classes
+        self.conv = nn.Conv1d(model_spec.input_dim, hidden, 3, padding=1)
+        self.up = nn.ConvTranspose1d(hidden, n_classes, audio.HOP_LENGTH, stride=audio.HOP_LENGTH)
+        self.previous = nn.Linear(1, n_classes)
+        self.hidden_dims = {"encoder": hidden}
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        keep = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).unsqueeze(1)
+        h = torch.tanh(self.conv(features.transpose(1, 2) * keep)) * keep
+        samples = lengths * audio.HOP_LENGTH
+        wave_keep = (torch.arange(h.shape[-1] * audio.HOP_LENGTH)[None, :] < samples[:, None]).unsqueeze(-1)
+        logits = self.up(h).transpose(1, 2) * wave_keep
+        return ModelOutput(logits, samples, {"encoder": h.transpose(1, 2)[:, ::self.stride]})
+
+    def forward_train(self, features: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> ModelOutput:
+        out = self.forward(features, lengths)
+        steps = out.output.shape[1]
+        wave = torch.nn.functional.pad(batch.targets[:, :steps].float(), (0, max(0, steps - batch.targets.shape[1])))
+        previous = torch.nn.functional.pad(wave[:, :-1], (1, 0)).unsqueeze(-1)
+        return ModelOutput(out.output + self.previous(previous), out.lengths, out.hidden)
+
+
 KIT_INPUTS = {
     "tts": KitInputs(corpus=tiny_corpus, frontend="phonemes",
                      student=lambda spec: TinySynthesizer(spec, hidden=8, frames=2),
@@ -110,3 +144,12 @@ KIT_INPUTS = {
                          # a vocoder that renders nothing: a clip of zero samples
                          empty_prediction=np.zeros(0, np.float32)),
 }
+
+
+#: stand-ins for the sample-class losses (``wave-ce``, ``wave-class-kd``) on the vocoder task: not
+#: the task's own (its metrics and targets expect waveforms), so a check names them: ``bench=
+#: tiny_bench(task="vocoder", inputs=CLASS_VOCODER_INPUTS)``
+CLASS_VOCODER_INPUTS = KitInputs(corpus=tiny_corpus, frontend="log-mel-input",
+                                 student=lambda spec: TinyClassVocoder(spec, hidden=8, stride=2),
+                                 teacher=lambda spec: TinyClassVocoder(spec, hidden=12, stride=1),
+                                 empty_prediction=np.zeros(0, np.float32))

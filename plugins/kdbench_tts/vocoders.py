@@ -5,10 +5,12 @@ and multi-receptive-field residual blocks, non-autoregressive. Its defaults are 
 (256 channels, upsampling 8x8x4 = the hop of 256, resblock type 2), the teacher vocoder.
 ``HifiGanStudent`` is the same generator, much narrower and with one residual block per stage.
 
-Why not torchaudio's WaveRNN as the teacher: its ``infer`` draws one sample per Python-level
-step; measured on this machine (1 thread, 0.38 s of audio) it ran at RTF 52 at the paper's
-size (n_rnn 512) and still RTF 10 at n_rnn 64, so a test set of a few minutes of speech would
-take hours to vocode and no autoregressive student could be real time.
+Why HiFi-GAN and not torchaudio's WaveRNN as the default teacher: its ``infer`` draws one
+sample per Python-level step; measured on this machine (1 thread, 0.38 s of audio) it ran at
+RTF 52 at the paper's size (n_rnn 512) and still RTF 10 at n_rnn 64, so a test set of a few
+minutes of speech would take hours to vocode and no autoregressive student could be real time.
+WaveRNN is here all the same, in ``wavernn.py``, for KD through a distribution over sample
+classes (suites/tts-wavernn.yaml, on a tiny test set).
 
 ``GriffinLim`` inverts the log-mel without parameters (inverse mel filterbank by least
 squares, then Griffin-Lim phase recovery): the ``references:`` row every neural vocoder is
