@@ -29,7 +29,7 @@ import torch
 from kdbench import measurement
 from kdbench.interfaces import ModelSpec
 from kdbench_tts import audio
-from kdbench_tts.models import FastSpeechStudent, Tacotron2Teacher
+from kdbench_tts.models import FastSpeech, Tacotron2Teacher
 from kdbench_tts.vocoders import GriffinLim, HifiGan, HifiGanStudent
 
 SYMBOLS = 80  # only the embedding's size depends on it
@@ -41,7 +41,7 @@ def build(frames_per_phoneme: int):
     vocoder = ModelSpec(input_dim=audio.N_MELS, output_dim=1)
     teacher = Tacotron2Teacher(Tacotron2Teacher.Options(max_frames_per_phoneme=frames_per_phoneme),
                                model_spec=acoustic).eval()
-    student = FastSpeechStudent(FastSpeechStudent.Options(), model_spec=acoustic).eval()
+    student = FastSpeech(FastSpeech.Options(), model_spec=acoustic).eval()
     with torch.no_grad():
         teacher.net.decoder.gate_layer.bias.fill_(-50.0)  # never stops: decodes to its bound
         student.duration_predictor.out.weight.zero_()

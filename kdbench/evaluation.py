@@ -91,6 +91,17 @@ def _save_audio(task: Task, split: str, examples: Sequence[Example], preds: Sequ
     return saved
 
 
+def _with_method(metric: Metric, measurements: list[Measurement]) -> list[Measurement]:
+    """Each value carries how it was measured: the metric's ``config()``, unless it said so itself."""
+    config = getattr(metric, "config", None)
+    if callable(config):
+        method = config()
+        for m in measurements:
+            if m.method is None:
+                m.method = method
+    return measurements
+
+
 def _listener(task: Task, preds: Sequence[Any]) -> Callable[[int], Any]:
     """``Evaluation.audio``: each prediction rendered once (a synthesizer's vocoding is slow),
     however many metrics listen to it."""
@@ -120,7 +131,7 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
         ev = Evaluation(split, list(examples), preds, refs, None, eager, None, audio=_listener(task, preds))
         for metric in metrics:
             if metric.scope == "split":
-                for m in metric.compute(ev):
+                for m in _with_method(metric, metric.compute(ev)):
                     m.name = f"{split}/{m.name}"
                     if m.samples is not None:
                         if len(m.samples) != len(examples):
@@ -165,5 +176,5 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
                     threads=getattr(target, "threads", None), seconds=seconds)
     for metric in metrics:
         if metric.scope == "model":
-            measurements += metric.compute(ev)
+            measurements += _with_method(metric, metric.compute(ev))
     return EvaluationResult(measurements, predictions, scores, audio)

@@ -242,6 +242,11 @@ class Measurement:
     warn_above: float | None = None
     #: for a condition: what that note says (default "measured under load", the built-in one)
     note: str = ""
+    #: how the value was obtained: the implementation and its parameters (``{"judge":
+    #: "pocketsphinx 5.1.1 en-us", "grammar": "word-loop"}``), kept with the value so numbers from
+    #: two recipes of one metric (MCD with SPTK or DCT cepstra) are never read as one. None: the
+    #: harness fills in the metric's ``config()`` when it has one.
+    method: dict[str, Any] | None = None
     # Per-utterance scores (in the order of the evaluated examples) so a leaderboard can put
     # a paired bootstrap confidence interval on a difference. ``value`` must equal the
     # ``weights``-weighted mean of ``samples`` (corpus WER = per-utterance WER weighted by
@@ -280,7 +285,9 @@ class Evaluation:
 
 class Metric(ABC):
     """``scope`` is ``split`` (computed per test set from predictions) or ``model``
-    (computed once per target from the model itself)."""
+    (computed once per target from the model itself). An optional ``config() -> dict`` says how
+    the metric measures (implementation, parameters): it is recorded with every value it gives
+    (``Measurement.method``)."""
 
     scope: str = "split"
 

@@ -138,6 +138,7 @@ class MetricMeta:
     gated: bool = True
     warn_above: float | None = None
     note: str = ""
+    method: dict[str, Any] | None = None  # implementation and parameters (Measurement.method)
 
     @classmethod
     def of(cls, measurement: Any) -> "MetricMeta":

@@ -25,7 +25,7 @@ from kdbench_tts import audio, text
 from kdbench_tts.conditions import NOTE, CutOff
 from kdbench_tts.ljspeech import LJSpeech
 from kdbench_tts.metrics import MelCepstralDistortion
-from kdbench_tts.models import FastSpeechStudent, Tacotron2Teacher
+from kdbench_tts.models import FastSpeech, Tacotron2Teacher
 from kdbench_tts.task import PhonemeIds, Synthesis, SynthesizedMel, griffin_lim
 from kdbench_tts.testing import TinySynthesizer, tiny_corpus
 
@@ -152,7 +152,7 @@ def test_a_student_whose_durations_overrun_max_frames_is_cut_bounded_and_flagged
     corpus = tiny_corpus()
     spec = ModelSpec(len(text.SYMBOLS), audio.N_MELS)
     torch.manual_seed(0)
-    model = FastSpeechStudent(FastSpeechStudent.Options(dim=16, conv_dim=16, duration_filters=8, max_frames=12),
+    model = FastSpeech(FastSpeech.Options(dim=16, conv_dim=16, duration_filters=8, max_frames=12),
                               model_spec=spec).eval()
     with torch.no_grad():  # 3 frames per phoneme: up to 4 phonemes fit in 12 frames, longer ones do not
         model.duration_predictor.out.weight.zero_()

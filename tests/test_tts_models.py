@@ -10,7 +10,7 @@ import torch
 
 from kdbench.interfaces import Batch, ModelSpec
 from kdbench_tts import audio
-from kdbench_tts.models import FastSpeechStudent, Tacotron2Teacher, length_regulate, monotonic_durations
+from kdbench_tts.models import FastSpeech, Tacotron2Teacher, length_regulate, monotonic_durations
 from kdbench_tts.vocoders import GriffinLim, HifiGan, HifiGanStudent
 
 SYMBOLS = 40
@@ -27,9 +27,9 @@ def teacher(**options) -> Tacotron2Teacher:
     return Tacotron2Teacher(Tacotron2Teacher.Options(**{**SMALL_TEACHER, **options}), model_spec=ACOUSTIC)
 
 
-def student(**options) -> FastSpeechStudent:
+def student(**options) -> FastSpeech:
     torch.manual_seed(0)
-    return FastSpeechStudent(FastSpeechStudent.Options(**{**SMALL_STUDENT, **options}), model_spec=ACOUSTIC)
+    return FastSpeech(FastSpeech.Options(**{**SMALL_STUDENT, **options}), model_spec=ACOUSTIC)
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_student_inference_frames_follow_predicted_durations(batch):
     assert out.lengths.tolist() == [36, 24, 15]
     assert not out.output[2, 15:].any(), "frames past an utterance's end are zero"
     with torch.no_grad():
-        capped = FastSpeechStudent(FastSpeechStudent.Options(**SMALL_STUDENT, max_frames=20), model_spec=ACOUSTIC)
+        capped = FastSpeech(FastSpeech.Options(**SMALL_STUDENT, max_frames=20), model_spec=ACOUSTIC)
         capped.load_state_dict(model.state_dict())
         assert capped.eval()(batch.inputs, batch.input_lengths).lengths.tolist() == [20, 20, 15]
 
@@ -247,3 +247,19 @@ def test_monotonic_durations_recover_a_clean_alignment():
     found = monotonic_durations(attention)
     assert found.sum() == len(frames) and (found >= 1).all()
     assert monotonic_durations(np.full((2, 4), 0.25)).sum() == 2  # fewer frames than phonemes
+
+
+def test_a_fastspeech_teacher_hands_sequence_kd_durations_that_regulate_the_student_to_its_frames(batch):
+    from kdbench_tts.losses import SequenceKd
+
+    fast_teacher = student(dim=48).eval()
+    with torch.no_grad():
+        out = fast_teacher(batch.inputs, batch.input_lengths)
+    durations = out.hidden["durations"].squeeze(-1)
+    # the durations it regulated with: one per phoneme, zero in the padding, summing to its frames
+    assert torch.equal(durations.sum(1).long(), out.lengths)
+    assert torch.equal(out.hidden_lengths["durations"], batch.input_lengths)
+    kd_batch = SequenceKd(SequenceKd.Options()).student_batch(batch, out)
+    assert torch.equal(kd_batch.extras["durations"], durations.round().long())
+    trained = student().forward_train(kd_batch.inputs, kd_batch.input_lengths, kd_batch)
+    assert torch.equal(trained.lengths, out.lengths)  # the student's frames line up with the teacher's mels

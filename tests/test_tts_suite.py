@@ -2,6 +2,8 @@
 trained on the recordings and on the teacher's sequence-level outputs, MCD, speed per second
 synthesized, and audio kept to listen to."""
 
+import json
+
 import pandas as pd
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
@@ -51,5 +53,8 @@ def test_tiny_tts_suite_end_to_end(tmp_path, shared_cache):
     kd = client.search_runs([exp.experiment_id], "tags.`kdbench.role` = 'evaluation' and "
                             "tags.`kdbench.loss` = 'mel-sequence-kd'")[0]
     assert [a.path for a in client.list_artifacts(kd.info.run_id, "audio/test")][0].endswith(".wav")
+    # each value carries how it was measured (the metric's config()), so two MCD recipes never mix
+    meta = json.loads(next(v for k, v in kd.data.tags.items() if k.endswith("test/mcd.meta")))
+    assert meta["method"]["implementation"].startswith("dct-ii log-mel cepstra")
     html = (tmp_path / "r" / "tiny-tts" / "leaderboard.html").read_text()
     assert html.count("<audio controls") == 3

@@ -36,12 +36,16 @@ def register_frontends(register):
 
 @hookimpl
 def register_teachers(register):
-    from kdbench_tts import models, references, vocoders
+    from kdbench_tts import models, references, vocoders, wavernn
 
     register("tacotron2", models.Tacotron2Teacher,
              summary="Tacotron2 (torchaudio), autoregressive; bounded free-running decode, stop flag, attention durations")
+    register("fastspeech", models.FastSpeech,
+             summary="FastSpeech-style, non-autoregressive, trained on the recordings' durations: a fast teacher")
     register("hifigan-v3", vocoders.HifiGan,
              summary="HiFi-GAN V3-sized generator (~1.5M parameters), the teacher vocoder")
+    register("wavernn", wavernn.WaveRnn,
+             summary="WaveRNN (torchaudio, trained here): mu-law sample classes, teacher-forced training, seeded sampling")
     # no parameters: meant as a `references:` row (suites look references up among teachers)
     register("griffin-lim", vocoders.GriffinLim,
              summary="Griffin-Lim phase recovery from the log-mel (torchaudio), no parameters: a reference")
@@ -51,12 +55,14 @@ def register_teachers(register):
 
 @hookimpl
 def register_students(register):
-    from kdbench_tts import models, vocoders
+    from kdbench_tts import models, vocoders, wavernn
 
-    register("fastspeech", models.FastSpeechStudent,
+    register("fastspeech", models.FastSpeech,
              summary="FastSpeech-style non-autoregressive: duration predictor + length regulator")
     register("hifigan-student", vocoders.HifiGanStudent,
              summary="the HiFi-GAN generator, narrow (64 channels, one residual block per stage): a student vocoder")
+    register("wavernn-student", wavernn.WaveRnnStudent,
+             summary="WaveRNN, narrow (GRUs of 64, a small conditioning network): a class-output student vocoder")
 
 
 @hookimpl
@@ -70,11 +76,15 @@ def register_losses(register):
              summary="multi-resolution STFT + log-mel L1 to the recording (a vocoder's, no KD)")
     register("wave-kd", vocoder_losses.WaveKd,
              summary="the same to the teacher vocoder's waveform, mixed with the recording's by alpha")
+    register("wave-ce", vocoder_losses.WaveCrossEntropy,
+             summary="cross-entropy of a WaveRNN's sample classes to the recording's mu-law classes (no KD)")
+    register("wave-class-kd", vocoder_losses.WaveClassKd,
+             summary="Hinton KD on the sample classes: T^2 KL to the teacher-forced teacher, mixed with CE by alpha")
 
 
 @hookimpl
 def register_metrics(register):
-    from kdbench_tts import conditions, metrics, prosody
+    from kdbench_tts import conditions, judge, metrics, prosody
 
     register("mcd", metrics.MelCepstralDistortion,
              summary="mel-cepstral distortion (dB) to the recording, DTW-aligned (librosa)")
@@ -82,3 +92,5 @@ def register_metrics(register):
              summary="share (%) of utterances cut off at the model's length bound: a condition, a row note when > 0")
     register("f0", prosody.F0Metrics,
              summary="log-F0 RMSE (cents) and V/UV error (%) to the recording, Praat pitch, MCD's DTW alignment")
+    register("judge", judge.AsrJudge,
+             summary="intelligibility: CER/WER (%) of the speech as PocketSphinx en-us transcribes it (offline)")

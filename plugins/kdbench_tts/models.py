@@ -6,7 +6,8 @@ calls in training, with the batch's ground truth: log-mel targets (teacher forci
 
 - ``Tacotron2Teacher``: torchaudio's Tacotron2 (Shen et al., 2018), autoregressive with
   location-sensitive attention, sized to train on a 2-core CPU.
-- ``FastSpeechStudent``: a FastSpeech-style non-autoregressive model (Ren et al., 2019):
+- ``FastSpeech``: a FastSpeech-style non-autoregressive model (Ren et al., 2019), the student
+  and a non-autoregressive teacher:
   transformer encoder, duration predictor, length regulator, transformer decoder.
 
 Both give an utterance the same output alone as inside a padded batch (convolutions see zeros
@@ -301,8 +302,10 @@ def length_regulate(x: torch.Tensor, durations: torch.Tensor, max_frames: int | 
     return out * _keep(frames, steps).unsqueeze(2), frames
 
 
-class FastSpeechStudent(Model):
-    """FastSpeech-style non-autoregressive acoustic model.
+class FastSpeech(Model):
+    """FastSpeech-style non-autoregressive acoustic model: the student, and (wider, trained on
+    the recordings' durations) a non-autoregressive teacher whose ``hidden["durations"]`` (frames
+    per phoneme, as regulated) and mels sequence-level KD can distil.
 
     ``hidden["log_durations"]`` (batch, phonemes, 1) is the duration predictor's output,
     log(1 + frames) per phoneme (zero in the padding); a loss trains it against
@@ -328,7 +331,7 @@ class FastSpeechStudent(Model):
         dropout: float = Field(0.1, ge=0, lt=1)
         max_frames: int = Field(1000, ge=1, description="frames per utterance at inference (16 s)")
 
-    def __init__(self, options: "FastSpeechStudent.Options", model_spec: ModelSpec, **context):
+    def __init__(self, options: "FastSpeech.Options", model_spec: ModelSpec, **context):
         super().__init__()
         o = options
         if o.dim % o.heads:
@@ -342,7 +345,7 @@ class FastSpeechStudent(Model):
         self.decoder = nn.ModuleList(_FftBlock(o.dim, o.heads, o.conv_dim, o.conv_kernel_size, o.dropout)
                                      for _ in range(o.decoder_layers))
         self.head = nn.Linear(o.dim, model_spec.output_dim)
-        self.hidden_dims = {"encoder": o.dim, "decoder": o.dim, "log_durations": 1}
+        self.hidden_dims = {"encoder": o.dim, "decoder": o.dim, "log_durations": 1, "durations": 1}
 
     def _encode(self, features: torch.Tensor, lengths: torch.Tensor):
         keep = _keep(lengths, features.shape[1])
@@ -371,7 +374,9 @@ class FastSpeechStudent(Model):
         durations = batch.extras["durations"][:, :features.shape[1]].to(features.device) * keep
         mel, x, frames = self._decode(encoder, durations, target_lengths=batch.target_lengths,
                                       total_frames=batch.targets.shape[1])
-        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations})
+        return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations,
+                                         "durations": durations.unsqueeze(2).to(mel.dtype)},
+                           hidden_lengths={"encoder": lengths, "log_durations": lengths, "durations": lengths})
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
         encoder, log_durations, keep = self._encode(features, lengths)
@@ -380,6 +385,7 @@ class FastSpeechStudent(Model):
         mel, x, frames = self._decode(encoder, durations, max_frames=self.max_frames)
         # as Tacotron2's: 0 where the utterance was cut at max_frames, so the task can say so
         stopped = (durations.sum(1) <= self.max_frames).to(mel.dtype).view(-1, 1, 1)
+        # as a teacher, its durations are what sequence-level KD regulates a student with
         return ModelOutput(mel, frames, {"encoder": encoder, "decoder": x, "log_durations": log_durations,
-                                         "stopped": stopped},
-                           hidden_lengths={"encoder": lengths, "log_durations": lengths})
+                                         "durations": durations.unsqueeze(2).to(mel.dtype), "stopped": stopped},
+                           hidden_lengths={"encoder": lengths, "log_durations": lengths, "durations": lengths})
