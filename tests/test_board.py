@@ -110,6 +110,22 @@ def test_low_coverage_rows_are_marked_and_not_ranked(tmp_path):
     assert build(client, [exp_id], "cov", min_coverage=0.5).frame["model"].tolist() == ["partial", "full"]
 
 
+def test_a_gap_in_another_metric_shows_without_unranking_the_row(tmp_path):
+    # F0 error has nothing to score where no frame is voiced in both clips: that is shown in the
+    # coverage column, but the row is ranked by a metric it was fully scored on
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("kdbench-cov2")
+    log_evaluation(client, exp_id, suite="cov2", model="a", metrics={"test-unseen/wer": 30.0, "test-unseen/cer": 9.0})
+    log_evaluation(client, exp_id, suite="cov2", model="b", metrics={"test-unseen/wer": 20.0, "test-unseen/cer": 8.0},
+                   coverage={"test-unseen/cer": (6, 10)})
+    frame = build(client, [exp_id], "cov2", metric="test-unseen/wer").frame
+    assert list(frame["model"]) == ["b", "a"] and frame["rank"].tolist() == [1, 2]
+    assert frame.loc[0, "coverage"] == 0.6 and frame.loc[0, "flag"] == ""
+    by_cer = build(client, [exp_id], "cov2", metric="test-unseen/cer").frame
+    assert by_cer["model"].tolist() == ["a", "b"] and by_cer["rank"].isna().tolist() == [False, True]
+
+
 def test_unreachable_store_spools_and_sync_uploads(tiny_store, shared_cache, monkeypatch, tmp_path):
     work, path, uri = tiny_store
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

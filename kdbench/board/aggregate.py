@@ -150,6 +150,9 @@ def aggregate(raw: pd.DataFrame, *, scores: ScoresLoader | None = None, target: 
     columns = metric_columns(raw, metric or tagged)
     primary = metric or tagged or records.primary_metric(columns)
     raw["coverage"] = _coverage(raw, columns)
+    # what unranks a row is a partial score on the metric it is ranked by; another metric's gaps
+    # (F0 where nothing was voiced) show in the coverage column without unranking it
+    raw["_ranked_coverage"] = _coverage(raw, {primary: columns[primary]}) if primary in columns else raw["coverage"]
 
     # one vectorised groupby (not a Python loop over groups): 1,000 runs aggregate in milliseconds
     keys = list(IDENTITY) + ["provenance"]
@@ -159,6 +162,7 @@ def aggregate(raw: pd.DataFrame, *, scores: ScoresLoader | None = None, target: 
     frame = g.size().rename("n").to_frame()
     frame["seeds"] = g["seed"].agg(lambda s: ",".join(sorted(x for x in s if x != "")))
     frame["coverage"] = g["coverage"].min().astype(float)
+    ranked_coverage = g["_ranked_coverage"].min().astype(float).to_numpy()
     frame["last_run"] = pd.to_datetime(g["start_time"].max(), unit="ms", utc=True)
     frame["run_ids"] = g["run_id"].agg(list)
     means, stds = g[metric_cols].mean(), g[metric_cols].std(ddof=1)
@@ -167,8 +171,8 @@ def aggregate(raw: pd.DataFrame, *, scores: ScoresLoader | None = None, target: 
         frame[name] = means[col] if col in means else math.nan
         frame[f"{name} std"] = stds[col] if col in stds else math.nan
     frame = frame.join(g[carried].first().rename(columns=lambda c: c[4:])).reset_index()
-    frame["flag"] = np.where(frame["coverage"] < min_coverage,
-                             [f"coverage {c:.0%} < {min_coverage:.0%}" for c in frame["coverage"]], "")
+    frame["flag"] = np.where(ranked_coverage < min_coverage,
+                             [f"coverage {c:.0%} < {min_coverage:.0%}" for c in ranked_coverage], "")
     frame["timing"] = [condition_note(rec, columns) for rec in frame[list(columns)].to_dict("records")]
     board = Board(frame, columns, primary, [c[4:] for c in prov_cols], min_coverage, n_runs,
                   target_order=list(dict.fromkeys([*target_order, *frame["target"]])))
