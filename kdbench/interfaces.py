@@ -202,7 +202,9 @@ class Loss(nn.Module):
     def student_batch(self, batch: Batch, teacher: ModelOutput | None) -> Batch:
         """The batch the student trains on. Unchanged by default; sequence-level KD replaces
         the targets (and, for a synthesizer, the durations) with the teacher's outputs, so the
-        student's own ``forward_train`` sees them too."""
+        student's own ``forward_train`` sees them too. Replacing ``inputs`` (and
+        ``input_lengths``) makes the teacher's outputs the student's inputs: the training loop
+        then runs the front end on them, as on the data's."""
         return batch
 
     def forward(self, student: ModelOutput, batch: Batch, teacher: ModelOutput | None) -> torch.Tensor:  # pragma: no cover

@@ -105,7 +105,13 @@ def train(
         feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
         teacher_out = teacher(feats, copy) if teacher is not None else None
         batch = loss_fn.student_batch(feats.batch, teacher_out)
-        out = pipeline.task.train_forward(model, feats.features, feats.lengths, batch)
+        features, lengths = feats.features, feats.lengths
+        if batch.inputs is not feats.batch.inputs:
+            # the teacher's outputs became the student's inputs (Loss.student_batch: a vocoder
+            # trained on the mels its acoustic teacher makes): featurised as the data's would be
+            with torch.no_grad():
+                features, lengths = pipeline.frontend(batch.inputs, batch.input_lengths)
+        out = pipeline.task.train_forward(model, features, lengths, batch)
         loss = loss_fn(out, batch, teacher_out)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}")

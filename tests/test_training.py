@@ -75,3 +75,37 @@ def test_the_loop_tells_the_loss_how_far_training_has_gone(fsdd_root, shared_cac
 
     train(model, Recording(None), pipeline, c.train, TrainingConfig(steps=4, batch_size=4, warmup_steps=0), seed=0)
     assert seen == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_a_loss_can_make_the_teachers_outputs_the_students_inputs(fsdd_root, shared_cache):
+    # Loss.student_batch replacing inputs: the student trains on the front end's features of
+    # what the loss handed it (here a teacher that time-reverses the audio), not of the data
+    from dataclasses import replace
+
+    c = corpus(fsdd_root, shared_cache, 8)
+    task = CtcAsr(CtcAsr.Options())
+    task.setup(c)
+    frontend = LogMel(LogMel.Options(n_mels=24), corpus_info=c.info)
+    pipeline = InputPipeline(task, frontend)
+    model = GruCtc(GruCtc.Options(hidden=16, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    heard = []
+
+    class FromTeacher(CtcLoss):
+        def student_batch(self, batch, teacher):
+            return replace(batch, inputs=batch.inputs.flip(1))
+
+    original = task.train_forward
+
+    def spy(model, features, lengths, batch):
+        heard.append((features.clone(), batch.inputs.clone(), batch.input_lengths.clone()))
+        return original(model, features, lengths, batch)
+
+    task.train_forward = spy
+    train(model, FromTeacher(None), pipeline, c.train, TrainingConfig(steps=1, batch_size=4, warmup_steps=0), seed=0)
+    features, inputs, lengths = heard[0]
+    with torch.no_grad():
+        expected, _ = frontend(inputs, lengths)
+    assert torch.equal(features, expected)
+    with torch.no_grad():
+        unflipped, _ = frontend(inputs.flip(1), lengths)
+    assert not torch.equal(features, unflipped)
