@@ -19,12 +19,18 @@ def corpus(fsdd_root, cache, train_utterances):
                                                            test_utterances=20, max_digits=3), cache_dir=cache).load()
 
 
-def test_training_loop_learns(fsdd_root, shared_cache):
-    c = corpus(fsdd_root, shared_cache, 32)
+def tiny_setup(fsdd_root, cache, utterances, hidden):
+    """A small real corpus, its task and 24-band log-mel pipeline, and a one-layer GRU-CTC."""
+    c = corpus(fsdd_root, cache, utterances)
     task = CtcAsr(CtcAsr.Options())
     task.setup(c)
-    pipeline = InputPipeline(task, LogMel(LogMel.Options(n_mels=24), corpus_info=c.info))
-    model = GruCtc(GruCtc.Options(hidden=48, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    frontend = LogMel(LogMel.Options(n_mels=24), corpus_info=c.info)
+    model = GruCtc(GruCtc.Options(hidden=hidden, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    return c, task, frontend, InputPipeline(task, frontend), model
+
+
+def test_training_loop_learns(fsdd_root, shared_cache):
+    c, task, _, pipeline, model = tiny_setup(fsdd_root, shared_cache, 32, hidden=48)
     losses = []
     train(model, CtcLoss(None), pipeline, c.train, TrainingConfig(steps=60, batch_size=8, lr=1e-2, warmup_steps=5),
           seed=0, on_step=lambda step, loss: losses.append(loss))
@@ -61,11 +67,7 @@ def test_small_recognizer_reaches_low_wer_on_seen_speakers(fsdd_root, shared_cac
 
 def test_the_loop_tells_the_loss_how_far_training_has_gone(fsdd_root, shared_cache):
     # Loss.progress drives schedules (an annealed temperature, a decaying guided-attention weight)
-    c = corpus(fsdd_root, shared_cache, 16)
-    task = CtcAsr(CtcAsr.Options())
-    task.setup(c)
-    pipeline = InputPipeline(task, LogMel(LogMel.Options(n_mels=24), corpus_info=c.info))
-    model = GruCtc(GruCtc.Options(hidden=16, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    c, task, _, pipeline, model = tiny_setup(fsdd_root, shared_cache, 16, hidden=16)
     seen = []
 
     class Recording(CtcLoss):
@@ -82,12 +84,7 @@ def test_a_loss_can_make_the_teachers_outputs_the_students_inputs(fsdd_root, sha
     # what the loss handed it (here a teacher that time-reverses the audio), not of the data
     from dataclasses import replace
 
-    c = corpus(fsdd_root, shared_cache, 8)
-    task = CtcAsr(CtcAsr.Options())
-    task.setup(c)
-    frontend = LogMel(LogMel.Options(n_mels=24), corpus_info=c.info)
-    pipeline = InputPipeline(task, frontend)
-    model = GruCtc(GruCtc.Options(hidden=16, layers=1, subsampling=2), ModelSpec(24, task.output_dim()))
+    c, task, frontend, pipeline, model = tiny_setup(fsdd_root, shared_cache, 8, hidden=16)
     heard = []
 
     class FromTeacher(CtcLoss):
