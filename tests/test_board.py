@@ -215,3 +215,34 @@ def test_metric_meta_carries_every_semantic_field_a_measurement_declares():
     declared = Measurement("energy_j", 2.0, "J", kind="cost", tolerance={"abs": 0.5}, headline=True, scale="log")
     assert MetricMeta.from_tag(MetricMeta.of(declared).to_tag()) == MetricMeta(
         "J", False, kind="cost", tolerance={"abs": 0.5}, headline=True, scale="log")
+
+
+def test_audio_downloads_without_a_cache_go_to_a_folder_removed_with_the_loader(tmp_path):
+    import gc
+    import os
+    import tempfile
+
+    from kdbench.board import mlflow_audio
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp_id = client.create_experiment("kdbench-audio")
+    silent = log_evaluation(client, exp_id, suite="a", model="silent")
+    spoken = log_evaluation(client, exp_id, suite="a", model="spoken")
+    clip = tmp_path / "0.wav"
+    clip.write_bytes(b"RIFF....WAVE")
+    client.log_artifact(spoken, str(clip), "audio/test")
+    before = set(os.listdir(tempfile.gettempdir()))
+
+    load = mlflow_audio(client)
+    assert load(silent) == []
+    # a run without audio makes no folder (leaderboards of ASR suites download nothing)
+    assert set(os.listdir(tempfile.gettempdir())) == before
+    files = load(spoken)
+    assert [f.read_bytes() for f in files] == [clip.read_bytes()]
+    assert load(spoken) == files  # downloaded once
+    assert files[0].parent.name == "test"  # the split, which the page's player chooses by
+    folder = files[0].parents[3]
+    assert folder.name.startswith("kdbench-audio-")
+    del load
+    gc.collect()
+    assert not folder.exists()

@@ -49,9 +49,17 @@ def mlflow_scores(client, disk: Path | None = None):
 
 def mlflow_audio(client, disk: Path | None = None):
     """An audio loader for MLflow runs: the ``audio/<split>/*`` artifacts of a run, downloaded
-    once (into ``disk`` when given, else one temporary folder; finished runs' artifacts do not
-    change)."""
-    root = Path(disk) if disk is not None else Path(tempfile.mkdtemp(prefix="kdbench-audio-"))
+    once (into ``disk`` when given, else one temporary folder, made on the first download and
+    removed with the loader or at exit: the HTML page embeds the clips, so nothing needs them
+    after; finished runs' artifacts do not change)."""
+    temporary: list[tempfile.TemporaryDirectory] = []
+
+    def root() -> Path:
+        if disk is not None:
+            return Path(disk)
+        if not temporary:
+            temporary.append(tempfile.TemporaryDirectory(prefix="kdbench-audio-"))
+        return Path(temporary[0].name)
 
     def load(run_id: str) -> list[Path]:
         try:
@@ -59,14 +67,18 @@ def mlflow_audio(client, disk: Path | None = None):
             names = [a.path for split in splits for a in client.list_artifacts(run_id, split) if not a.is_dir]
         except Exception:  # a run logged before audio was kept, or a store without artifacts
             return []
-        folder = root / run_id
+        if not names:
+            return []
+        folder = root() / run_id
         folder.mkdir(parents=True, exist_ok=True)
         out = []
         for name in names:
-            local = folder / name
+            local = folder / name  # audio/<split>/<clip>: the page prefers the ranked split's clips
             if not local.exists():
                 _quiet_downloads()
-                local = Path(client.download_artifacts(run_id, name, str(folder)))
+                # MLflow puts a single file in the folder given, under its base name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local = Path(client.download_artifacts(run_id, name, str(local.parent)))
             out.append(local)
         return out
 
