@@ -203,6 +203,24 @@ def test_synth_explicit_test_variants(espeak, tmp_path):
         EspeakDigitsCommands(EspeakDigitsCommands.Options(test_variants=["nosuchvoice"]), cache_dir=tmp_path).load()
 
 
+def test_synth_corpus_is_identical_on_every_build(espeak, tmp_path):
+    """Noisy variants (f2, f5, whisper) once differed with the wall clock, and every voice with
+    what the process had synthesized before: two builds, with other synthesis and a second's
+    pause between them, must give the same samples and data hash."""
+    import time
+
+    opts = EspeakDigitsCommands.Options(train_utterances=6, test_utterances=4, seed=3,
+                                        test_variants=["f2", "f5", "whisper", "m3"])
+    first = EspeakDigitsCommands(opts, cache_dir=tmp_path / "a").load()
+    espeak.synthesize("an unrelated sentence in between", variant="f5")
+    time.sleep(1.1)
+    second = EspeakDigitsCommands(opts, cache_dir=tmp_path / "b").load()
+    assert first.fingerprint == second.fingerprint
+    for a, b in zip(first.train + first.tests["test"], second.train + second.tests["test"]):
+        assert torch.equal(a.input, b.input)
+    assert {ex.meta["speaker"] for ex in first.tests["test"]} & {"f2", "f5", "whisper"}
+
+
 # --- JSONL manifests ------------------------------------------------------------------
 
 @pytest.fixture

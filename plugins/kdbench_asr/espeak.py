@@ -2,18 +2,29 @@
 
 The ``espeakng-loader`` wheel ships only ``libespeak-ng`` and its data (no
 ``espeak-ng`` binary to shell out to), so we call the C API directly.
+
+Reproducibility: eSpeak NG draws noise (breath, whisper, some female variants) from a random
+generator it seeds from the clock, and its waveform generator carries state from one utterance
+to the next. The engine fixes the seed, and :func:`isolated` runs a corpus build in a fresh
+process, so the same calls in the same order give the same samples on every build.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing
 import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-__all__ = ["available", "list_variants", "synthesize", "synthesize_phonemes"]
+__all__ = ["available", "isolated", "list_variants", "synthesize", "synthesize_phonemes"]
+
+T = TypeVar("T")
+RANDOM_SEED = 0  # eSpeak NG's noise generator; otherwise seeded from the wall clock
 
 # Values from espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -86,6 +97,13 @@ class _Engine:
         if rate <= 0:
             hint = " (path too long for eSpeak NG)" if len(os.fsencode(data_path)) > _MAX_DATA_PATH else ""
             raise RuntimeError(f"espeak_Initialize failed for data at {data_path}{hint}")
+
+        # Not in every build of the library (eSpeak NG 1.52 added it); without it the noisy
+        # variants differ from one process to the next.
+        set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
+        if set_seed is not None:
+            set_seed.argtypes, set_seed.restype = [ctypes.c_long], None
+            set_seed(RANDOM_SEED)
 
         self.lib = lib
         self.sample_rate = rate
@@ -184,6 +202,14 @@ def _get_engine() -> _Engine:
             _init_error = str(exc)
             raise
     return _engine
+
+
+def isolated(fn: Callable[..., T], /, *args: Any) -> T:
+    """``fn(*args)`` in a fresh process (``fn`` and ``args`` must pickle), so the synthesis it
+    does starts from a fresh engine: what this process synthesized before cannot change the
+    samples. Corpus builders call it; a single utterance does not need it."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def available() -> tuple[bool, str]:

@@ -56,11 +56,9 @@ from .audio import AUDIO_CONFIG, HOP_LENGTH, SAMPLE_RATE, frame_count
 
 Splits = dict[str, list[Example]]  # "train" plus one entry per test set
 
-#: distinct voices (two male, two female). Not f2, f3 or f5: their breath noise differs from
-#: one process to the next in this eSpeak NG build, so a corpus built with them cannot be
-#: rebuilt bit for bit (the cache still pins what was built once).
+#: distinct voices (two male, two female; f2, f3 and f5 add breath noise).
 DEFAULT_SPEAKERS = ("m1", "m3", "f1", "f4")
-_VERSION = 1  # bump when the recipe changes, to invalidate caches
+_VERSION = 2  # bump when the recipe changes, to invalidate caches (2: seeded, isolated synthesis)
 
 
 def make_example(id: str, ids: list[int], wave: np.ndarray, meta: dict[str, Any]) -> Example:
@@ -186,6 +184,8 @@ class EspeakSentences:
         return cached_corpus(self.cache_dir, "tts-espeak", recipe, self._build)
 
     def _build(self) -> tuple[Splits, dict[str, Any]]:
+        from kdbench_asr import espeak
+
         o = self.options
         train_sentences, test_sentences = sentences.split_sentences()
         speaker_ids = {s: i for i, s in enumerate([*o.speakers, *o.held_out_speakers])}
@@ -193,28 +193,36 @@ class EspeakSentences:
                 "test": (o.test_utterances, test_sentences, o.speakers)}
         if o.held_out_speakers:
             plan["test-unseen-speakers"] = (o.test_utterances, test_sentences, o.held_out_speakers)
-        splits: Splits = {}
+        splits: Splits = {split: [] for split in plan}
+        utterances = []  # (split, id, sentence, speaker, rate, pitch), in synthesis order
         for index, (split, (count, pool, speakers)) in enumerate(plan.items()):
             rng = np.random.default_rng([o.seed, index])
             # Cycle through a shuffled pool so every sentence is used before any repeats.
             order = [pool[j] for _ in range(-(-count // len(pool))) for j in rng.permutation(len(pool))][:count]
-            splits[split] = []
             for i, sentence in enumerate(order):
                 speaker = speakers[int(rng.integers(len(speakers)))]
                 rate = int(rng.integers(o.rate_wpm[0], o.rate_wpm[1] + 1))
                 pitch = int(rng.integers(o.pitch[0], o.pitch[1] + 1))
-                uid = f"{split}-{i:05d}"
-                spoken = text.speak(sentence, uid, variant=speaker, rate=rate, pitch=pitch)
-                with torch.no_grad():
-                    wave = _resampler(spoken.sample_rate)(torch.from_numpy(spoken.wave)).numpy()
-                bounds = [round(b * SAMPLE_RATE / spoken.sample_rate) for b in spoken.bounds]
-                splits[split].append(make_example(uid, text.encode(spoken.phonemes, uid), wave, {
-                    "text": spoken.text, "phonemes": spoken.phonemes, "speaker": speaker,
-                    "speaker_id": speaker_ids[speaker], "durations": frame_durations(bounds, len(wave)),
-                    "rate": rate, "pitch": pitch}))
+                utterances.append((split, f"{split}-{i:05d}", sentence, speaker, rate, pitch))
+        # a fresh process: the same corpus on every build, whatever this process synthesized before
+        spoken_all = espeak.isolated(_speak_all, [(sentence, uid, speaker, rate, pitch)
+                                                  for _, uid, sentence, speaker, rate, pitch in utterances])
+        for (split, uid, _, speaker, rate, pitch), spoken in zip(utterances, spoken_all):
+            with torch.no_grad():
+                wave = _resampler(spoken.sample_rate)(torch.from_numpy(spoken.wave)).numpy()
+            bounds = [round(b * SAMPLE_RATE / spoken.sample_rate) for b in spoken.bounds]
+            splits[split].append(make_example(uid, text.encode(spoken.phonemes, uid), wave, {
+                "text": spoken.text, "phonemes": spoken.phonemes, "speaker": speaker,
+                "speaker_id": speaker_ids[speaker], "durations": frame_durations(bounds, len(wave)),
+                "rate": rate, "pitch": pitch}))
         info = {"source": "eSpeak NG synthesis", "speaker_ids": speaker_ids,
                 "sentences": {"train": len(train_sentences), "test": len(test_sentences)}}
         return splits, info
+
+
+def _speak_all(requests: list[tuple[str, str, str, int, int]]) -> list[text.Spoken]:
+    return [text.speak(sentence, uid, variant=speaker, rate=rate, pitch=pitch)
+            for sentence, uid, speaker, rate, pitch in requests]
 
 
 @functools.cache

@@ -32,7 +32,7 @@ COMMAND_SHARE = 0.3  # digits stay the majority so the corpus resembles FSDD
 RATE_WPM = (130, 200)
 PITCH = (30, 70)
 TEST_SHARE = 4  # by default every 4th variant (sorted) is a test voice: ~25%, spread over the list
-_VERSION = 1  # bump when the recipe changes, to invalidate caches
+_VERSION = 2  # bump when the recipe changes, to invalidate caches (2: seeded, isolated synthesis)
 
 
 class EspeakDigitsCommands:
@@ -71,10 +71,9 @@ class EspeakDigitsCommands:
     def _build(self, train_variants, test_variants, recipe):
         o = self.options
         plan = {"train": (o.train_utterances, train_variants), "test": (o.test_utterances, test_variants)}
-        splits: Splits = {}
+        utterances = []  # (split, index, text, kind, variant, rate, pitch), in synthesis order
         for index, (split, (count, variants)) in enumerate(plan.items()):
             rng = np.random.default_rng([o.seed, index])
-            splits[split] = []
             for i in range(count):
                 variant = variants[rng.integers(len(variants))]
                 rate, pitch = int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)), int(rng.integers(PITCH[0], PITCH[1] + 1))
@@ -82,12 +81,21 @@ class EspeakDigitsCommands:
                     kind, text = "command", COMMANDS[rng.integers(len(COMMANDS))]
                 else:
                     kind, text = "digits", " ".join(DIGITS[d] for d in rng.integers(0, 10, rng.integers(2, 6)))
-                wave, sr = espeak.synthesize(text, variant=variant, rate=rate, pitch=pitch)
-                wave = AF.resample(torch.from_numpy(_trim(wave, sr)), sr, o.sample_rate)
-                splits[split].append(make_example(f"{split}-{i:05d}", wave, text, o.sample_rate,
-                                                  speaker=variant, kind=kind, rate=rate, pitch=pitch))
+                utterances.append((split, i, text, kind, variant, rate, pitch))
+        # a fresh process: the same corpus on every build, whatever this process synthesized before
+        spoken = espeak.isolated(_synthesize_all, [(text, variant, rate, pitch)
+                                                   for _, _, text, _, variant, rate, pitch in utterances])
+        splits: Splits = {split: [] for split in plan}
+        for (split, i, text, kind, variant, rate, pitch), (wave, sr) in zip(utterances, spoken):
+            wave = AF.resample(torch.from_numpy(_trim(wave, sr)), sr, o.sample_rate)
+            splits[split].append(make_example(f"{split}-{i:05d}", wave, text, o.sample_rate,
+                                              speaker=variant, kind=kind, rate=rate, pitch=pitch))
         info = {"source": "eSpeak NG synthesis", "variants": {"train": train_variants, "test": test_variants}}
         return splits, o.sample_rate, recipe, info
+
+
+def _synthesize_all(requests: list[tuple[str, str, int, int]]) -> list[tuple[np.ndarray, int]]:
+    return [espeak.synthesize(text, variant=variant, rate=rate, pitch=pitch) for text, variant, rate, pitch in requests]
 
 
 def _trim(wave: np.ndarray, sr: int, threshold_db: float = -40.0, margin: float = 0.02) -> np.ndarray:
