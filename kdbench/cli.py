@@ -360,7 +360,7 @@ def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, ref
         click.echo(render(board, fmt), nl=False)
 
 
-def _gate(baseline_path, client, exp_ids, suite, report, allow_missing, target_order=()):
+def _gate(baseline_path, client, exp_ids, suite, report, allow_missing, target_order=(), require_comparable=False):
     from kdbench.board import build
     from kdbench.errors import BaselineError, RegressionFound
     from kdbench.regression import compare, failure, load
@@ -375,10 +375,10 @@ def _gate(baseline_path, client, exp_ids, suite, report, allow_missing, target_o
     if report is not None:
         Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(text)
-    verdict = failure(result, baseline_path, allow_missing)
+    verdict = failure(result, baseline_path, allow_missing, require_comparable)
     if verdict:
         raise RegressionFound(verdict)
-    console.print(f"[green]ok[/] no regressions against {baseline_path}", highlight=False)
+    console.print(f"[green]ok[/] the gate passes against {baseline_path}", highlight=False)
 
 
 @main.command()
@@ -387,12 +387,16 @@ def _gate(baseline_path, client, exp_ids, suite, report, allow_missing, target_o
               help="The committed baseline file (`kdbench baseline update` writes it).")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write the comparison here.")
 @click.option("--allow-missing", is_flag=True, help="Do not fail on baseline rows or metrics that no longer exist.")
+@click.option("--require-comparable", is_flag=True,
+              help="Also fail when a row cannot be compared like with like (other data, configuration, component "
+                   "versions or machine); the nightly script sets it.")
 @_tracking_option
 @_experiment_option
 @_handle_errors
-def compare(suite, baseline_path, report, allow_missing, tracking_uri, experiment):
+def compare(suite, baseline_path, report, allow_missing, require_comparable, tracking_uri, experiment):
     """Check the latest results of SUITE (default: the baseline's suite) against a baseline:
-    prints every regression with its size and exits 7 if there is one."""
+    prints regressions, improvements, inconclusive timings (taken under load), rows that are not
+    comparable (and why) and missing ones, with counts; exits 7 when the gate fails."""
     from kdbench.regression import load
 
     from kdbench.tracking import experiment_for, open_store
@@ -402,7 +406,8 @@ def compare(suite, baseline_path, report, allow_missing, tracking_uri, experimen
     suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
     suite = suite or data.get("suite")
     client = open_store(uri)
-    _gate(baseline_path, client, experiment_for(client, suite, experiment, uri), suite, report, allow_missing, order)
+    _gate(baseline_path, client, experiment_for(client, suite, experiment, uri), suite, report, allow_missing, order,
+          require_comparable)
 
 
 @main.group()
@@ -420,7 +425,7 @@ def baseline():
 def baseline_update(suite, baseline_path, tracking_uri, experiment):
     """Write the latest results of SUITE as the baseline (commit the file)."""
     from kdbench.errors import BaselineError
-    from kdbench.regression import load, make, save
+    from kdbench.regression import load, machine_text, make, save
 
     previous = None
     if Path(baseline_path).exists():
@@ -441,8 +446,10 @@ def baseline_update(suite, baseline_path, tracking_uri, experiment):
         raise BaselineError(f"no finished evaluation runs of suite {suite!r} in {uri}: nothing to baseline")
     data = make(board, previous=previous, suite=suite)
     save(baseline_path, data)
-    n_values = sum(len(r["values"]) for r in data["rows"])
-    console.print(f"wrote {baseline_path}: {len(data['rows'])} row(s), {n_values} value(s)", highlight=False)
+    for section in data["machines"]:
+        n_values = sum(len(r["values"]) for r in section["rows"])
+        console.print(f"{baseline_path}: {machine_text(section['machine'])}: {len(section['rows'])} row(s), "
+                      f"{n_values} value(s)", highlight=False, soft_wrap=True)
 
 
 @main.command()

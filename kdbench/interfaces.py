@@ -244,6 +244,9 @@ class Measurement:
     warn_above: float | None = None
     #: for a condition: what that note says (default "measured under load", the built-in one)
     note: str = ""
+    #: a timing (latency, RTF, achieved throughput): where a condition of its row is above its
+    #: ``warn_above``, the regression gate calls a change in it inconclusive, not a regression
+    timed: bool = False
     #: how the value was obtained: the implementation and its parameters (``{"judge":
     #: "pocketsphinx 5.1.1 en-us", "grammar": "word-loop"}``), kept with the value so numbers from
     #: two recipes of one metric (MCD with SPTK or DCT cepstra) are never read as one. None: the

@@ -138,6 +138,7 @@ class MetricMeta:
     gated: bool = True
     warn_above: float | None = None
     note: str = ""
+    timed: bool = False  # a timing: inconclusive for the gate when measured under load
     method: dict[str, Any] | None = None  # implementation and parameters (Measurement.method)
 
     @classmethod

@@ -16,7 +16,8 @@ from kdbench.records import MetricMeta, RunIdentity
 # declared as the built-in metrics declare theirs
 METRICS = {"test-unseen/wer": MetricMeta("%", False, tolerance={"abs": 1.0}, headline=True),
            "test-unseen/cer": MetricMeta("%", False, tolerance={"abs": 1.0}),
-           "latency_ms": MetricMeta("ms", False, kind="cost", tolerance={"ratio": 3.0}, headline=True, speedup=True),
+           "latency_ms": MetricMeta("ms", False, kind="cost", tolerance={"ratio": 3.0}, headline=True, speedup=True,
+                                     timed=True),
            "size_mb": MetricMeta("MB", False, kind="cost", headline=True, scale="log")}
 
 

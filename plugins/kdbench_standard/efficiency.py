@@ -74,7 +74,7 @@ class Latency(Metric):
         # on a quiet 2-core VM unchanged reruns moved timings by up to 2.3x: the VM's own speed
         # drifts, so a 2x gate failed nightly on noise
         results = [Measurement(name, value, "x" if name == "rtf" else "ms", False, kind="cost",
-                               tolerance={"ratio": 3.0}, headline=name == MEDIAN, speedup=name == MEDIAN)
+                               tolerance={"ratio": 3.0}, headline=name == MEDIAN, speedup=name == MEDIAN, timed=True)
                    for name, value in summary.values.items()]
         # other processes' load while timing: the conditions of the measurement, not the model
         results.append(Measurement("contention_cores", timing.other_cores, "cores", False, kind="condition",
@@ -106,7 +106,7 @@ class ColdStart(Metric):
                 peaks.append(peak)
         # one-shot: ORT's 5 ms start read 15 ms on an unchanged rerun, hence the floor
         results = [Measurement("cold_start_ms", 1000 * sorted(times)[len(times) // 2], "ms", False, kind="cost",
-                               tolerance={"ratio": 3.0, "floor": 25.0})]
+                               tolerance={"ratio": 3.0, "floor": 25.0}, timed=True)]
         if peaks:  # the allocator's reuse moves it by megabytes, up or down
             results.append(Measurement("peak_mem_mb", max(peaks), "MB", False, kind="cost", tolerance={"abs": 32.0}))
         return results
@@ -159,9 +159,11 @@ class Flops(Metric):
                                        min_seconds=self.options.min_seconds)
         achieved = sum(flops[i] for i in timing.example_ids) / sum(timing.seconds) / 1e9
         peak = measurement.matmul_peak_gflops(ev.threads)
-        results.append(Measurement("achieved_gflops", achieved, "GFLOP/s", True, kind="cost", tolerance={"ratio": 3.0}))
+        results.append(Measurement("achieved_gflops", achieved, "GFLOP/s", True, kind="cost", tolerance={"ratio": 3.0},
+                                   timed=True))
         if peak > 0 and math.isfinite(achieved):
             # achieved GFLOP/s over the machine's ceiling: achieved_gflops is the gated value, and
             # gating both would report one slowdown twice
-            results.append(Measurement("pct_of_peak", 100 * achieved / peak, "%", True, kind="cost", gated=False))
+            results.append(Measurement("pct_of_peak", 100 * achieved / peak, "%", True, kind="cost", gated=False,
+                                       timed=True))
         return results
