@@ -4,7 +4,8 @@ thousands of runs re-reads only what finished since it last looked."""
 
 from __future__ import annotations
 
-import pickle
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ from typing import Any
 import pandas as pd
 
 from kdbench import records
+from kdbench.cache import atomic_write_bytes
 from kdbench.hashing import stable_hash
+
+log = logging.getLogger(__name__)
 
 
 def evaluation_filter(suite: str | None = None) -> str:
@@ -22,9 +26,8 @@ def evaluation_filter(suite: str | None = None) -> str:
     return f
 
 
-def fetch_evaluations(client, experiment_ids: list[str], suite: str | None = None,
-                      page_size: int = 1000, extra: str = "") -> pd.DataFrame:
-    """One row per evaluation run: run id, start/end time, ``tag:<name>`` and ``metric:<name>``."""
+def _fetch_rows(client, experiment_ids: list[str], suite: str | None = None, page_size: int = 1000,
+                extra: str = "") -> list[dict[str, Any]]:
     rows, token = [], None
     query = evaluation_filter(suite) + (f" and {extra}" if extra else "")
     while True:
@@ -38,13 +41,42 @@ def fetch_evaluations(client, experiment_ids: list[str], suite: str | None = Non
         token = page.token
         if not token:
             break
-    return pd.DataFrame(rows)
+    return rows
+
+
+def fetch_evaluations(client, experiment_ids: list[str], suite: str | None = None,
+                      page_size: int = 1000, extra: str = "") -> pd.DataFrame:
+    """One row per evaluation run: run id, start/end time, ``tag:<name>`` and ``metric:<name>``."""
+    return pd.DataFrame(_fetch_rows(client, experiment_ids, suite, page_size, extra))
 
 
 # finished runs do not change, so a leaderboard re-reads only runs that ended since the last read;
 # the slack covers clocks of other machines (MLflow clients stamp end_time) being a little behind
 CACHE_SLACK_MS = 2 * 60 * 1000
 CACHE_TTL_S = 3600  # and a full re-read every hour picks up deleted or re-tagged runs
+CACHE_FORMAT = 1
+
+
+def _read_copy(path: Path) -> dict[str, Any] | None:
+    """The local copy, or None if it is missing, stale in format, or anything but what
+    ``_write_copy`` writes. It is JSON, so a planted file can be wrong but never run code."""
+    try:
+        copy = json.loads(path.read_bytes())
+        if (copy["format"] == CACHE_FORMAT and isinstance(copy["written"], (int, float))
+                and isinstance(copy["watermark"], int)
+                and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in copy["rows"])):
+            return copy
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_copy(path: Path, rows: list[dict[str, Any]], watermark: int, written: float) -> None:
+    try:
+        atomic_write_bytes(path, json.dumps({"format": CACHE_FORMAT, "written": written, "watermark": watermark,
+                                             "rows": rows}).encode())
+    except OSError as exc:  # only a speed-up: the leaderboard is right without it
+        log.warning("warning: cannot keep a local copy of the runs read in %s: %s", path.parent, exc.strerror)
 
 
 def fetch_cached(client, experiment_ids: list[str], suite: str | None, cache_dir: Path,
@@ -53,27 +85,21 @@ def fetch_cached(client, experiment_ids: list[str], suite: str | None, cache_dir
     uri = str(getattr(client, "tracking_uri", ""))
     if uri.startswith("sqlite:///"):  # a relative path names another store from another directory
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    path = Path(cache_dir) / f"{stable_hash({'uri': uri, 'exp': sorted(experiment_ids), 'suite': suite})}.pkl"
-    cached = None
-    if not refresh and path.exists():
-        try:
-            cached = pickle.loads(path.read_bytes())
-        except Exception:  # a corrupt or foreign cache file is just re-read
-            cached = None
+    path = Path(cache_dir) / f"{stable_hash({'uri': uri, 'exp': sorted(experiment_ids), 'suite': suite})}.json"
+    cached = None if refresh else _read_copy(path)
     if cached is not None and time.time() - cached["written"] < CACHE_TTL_S:
         since = cached["watermark"] - CACHE_SLACK_MS
-        new = fetch_evaluations(client, experiment_ids, suite, extra=f"attributes.end_time >= {since}")
-        raw = pd.concat([cached["raw"], new]).drop_duplicates("run_id", keep="last") if len(new) else cached["raw"]
-        written = cached["written"]
+        new = _fetch_rows(client, experiment_ids, suite, extra=f"attributes.end_time >= {since}")
+        by_id: dict[str, dict[str, Any]] = {}
+        for row in cached["rows"] + new:  # a run read again replaces its old copy, in its new place
+            by_id.pop(row["run_id"], None)
+            by_id[row["run_id"]] = row
+        rows, written = list(by_id.values()), cached["written"]
     else:
-        raw = fetch_evaluations(client, experiment_ids, suite)
-        written = time.time()
-    watermark = int(raw["end_time"].max()) if len(raw) and raw["end_time"].notna().any() else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps({"raw": raw, "watermark": watermark, "written": written}))
-    tmp.replace(path)
-    return raw.reset_index(drop=True)
+        rows, written = _fetch_rows(client, experiment_ids, suite), time.time()
+    watermark = max((int(r["end_time"]) for r in rows if r.get("end_time") is not None), default=0)
+    _write_copy(path, rows, watermark, written)
+    return pd.DataFrame(rows)
 
 
 def experiment_ids(client, suite: str | None, experiment: str | None = None) -> list[str]:
