@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdbench.cache import atomic_write_bytes, torch_bytes
+from kdbench.cache import atomic_write_bytes, load_or_move_aside, move_aside, torch_bytes
 
 
 class RunStore:
@@ -29,14 +29,27 @@ class RunStore:
         atomic_write_bytes(path, torch_bytes(state_dict))
         return path
 
+    def load_checkpoint(self, run_key: str) -> dict | None:
+        """The run's weights, or None: missing, or unreadable (moved aside, so the run retrains)."""
+        return load_or_move_aside(self.checkpoint_path(run_key))
+
     def _write_json(self, path: Path, data: Any) -> None:
         atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
 
-    def _read_json(self, path: Path) -> Any | None:
+    def _read_json(self, path: Path) -> dict[str, Any] | None:
+        """The record, or None: missing, or unreadable (moved aside, so the work is redone)."""
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            record = json.loads(path.read_bytes())
+        except OSError:
             return None
+        except ValueError as exc:  # not JSON (a UnicodeDecodeError is a ValueError too)
+            record, problem = None, f"not JSON ({type(exc).__name__})"
+        else:
+            problem = f"a JSON {type(record).__name__}, not a record"
+        if isinstance(record, dict):
+            return record
+        move_aside(path, problem)
+        return None
 
     def save_training(self, run_key: str, record: dict[str, Any]) -> None:
         self._write_json(self.run_dir(run_key) / "training.json", record)

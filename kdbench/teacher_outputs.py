@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from kdbench.cache import Cache
+from kdbench.cache import Cache, move_aside
 from kdbench.hashing import stable_hash
 from kdbench.interfaces import Example, Model, ModelOutput
 from kdbench.pipeline import Features, InputPipeline
@@ -89,7 +89,7 @@ def build_teacher_outputs(
     for copy in range(copies):
         keys = {p: stable_hash({**key_parts, "copy": copy, "piece": p}) for p in pieces}
         store.keys.update({f"{copy}:{p}": k for p, k in keys.items()})
-        loaded = {p: cache.load(NAMESPACE, k) for p, k in keys.items()}
+        loaded = {p: _load(cache, k, examples) for p, k in keys.items()}
         missing = [p for p, v in loaded.items() if v is None]
         if missing:
             computed = _forward_pass(teacher, pipeline, examples, copy, [p for p in missing if p != OUTPUT],
@@ -104,6 +104,16 @@ def build_teacher_outputs(
                 per_example.setdefault(example_id, {})[p] = tensor
         store.entries[copy] = per_example
     return store
+
+
+def _load(cache: Cache, key: str, examples: Sequence[Example]) -> dict[str, torch.Tensor] | None:
+    """A cached piece, or None to compute it: missing, unreadable or foreign (both moved aside)."""
+    piece = cache.load(NAMESPACE, key)
+    if piece is not None and not (isinstance(piece, dict)
+                                  and all(isinstance(piece.get(e.id), torch.Tensor) for e in examples)):
+        move_aside(cache.path(NAMESPACE, key), "does not hold a tensor for every training example")
+        return None
+    return piece
 
 
 def _forward_pass(teacher, pipeline, examples, copy, layers, batch_size, on_progress,

@@ -16,6 +16,7 @@ from typing import Any
 from kdbench.board.aggregate import DEFAULT_MIN_COVERAGE, Board, aggregate, latest
 from kdbench.board.fetch import experiment_ids, fetch_cached, fetch_evaluations
 from kdbench.board.render import display, html_page, render, summary_text
+from kdbench.cache import move_aside
 
 __all__ = ["Board", "DEFAULT_MIN_COVERAGE", "aggregate", "build", "display", "experiment_ids", "fetch_evaluations",
            "from_result", "html_page", "latest", "publish", "render", "summary_text", "write_all"]
@@ -32,7 +33,10 @@ def mlflow_scores(client, disk: Path | None = None):
     def load(run_id: str) -> dict[str, Any] | None:
         local = Path(disk) / f"{run_id}.json" if disk else None
         if local is not None and local.exists():
-            return json.loads(local.read_text())
+            try:
+                return json.loads(local.read_bytes())
+            except ValueError:  # a torn or foreign copy: kept aside, downloaded again
+                move_aside(local, "not JSON")
         _quiet_downloads()
         try:
             with tempfile.TemporaryDirectory() as tmp:
