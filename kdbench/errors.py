@@ -68,6 +68,13 @@ class RegressionFound(KdbenchError):
     exit_code = 7
 
 
+class StorageError(KdbenchError):
+    """A folder kdbench writes to (results, cache, tracking store, spool) cannot be written:
+    read-only, full, or a file where a folder should be. Checked before anything trains."""
+
+    exit_code = 8
+
+
 class RunFailed(KdbenchError):
     """One or more runs of a suite failed; the others finished and were recorded."""
 
