@@ -18,7 +18,9 @@ def _accepts(annotation, kind: type) -> bool:
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `alpha: .nan` or `temperature: 1e999` is a typo that only shows, if at all,
+    # as a NaN loss mid-training; refused when the suite is read
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
