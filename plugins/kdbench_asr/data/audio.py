@@ -35,6 +35,10 @@ def read_audio(path: str | Path, sample_rate: int | None) -> torch.Tensor:
         raise DataError(f"cannot read audio file {path}: {exc}") from None
     if data.shape[0] == 0:
         raise DataError(f"audio file {path} contains no samples")
+    bad = ~np.isfinite(data).all(axis=1)
+    if bad.any():  # a float WAV can hold them; in training they become a NaN loss, in a test an empty prediction
+        raise DataError(f"audio file {path}: {int(bad.sum())} of {len(bad)} samples are NaN or infinite "
+                        f"(the first at {int(bad.argmax()) / file_rate:.3f} s)")
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sample_rate is not None and file_rate != sample_rate:
         wave = AF.resample(wave, file_rate, sample_rate)

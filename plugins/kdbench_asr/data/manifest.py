@@ -43,32 +43,39 @@ def read_manifest(path: Path, split: str, sample_rate: int) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
-            if not isinstance(entry, dict) or "audio_filepath" not in entry or "text" not in entry:
-                raise DataError(f"{where}: each line needs an object with 'audio_filepath' and 'text'")
-            text = entry["text"].strip() if isinstance(entry["text"], str) else ""
-            if not text:
-                raise DataError(f"{where}: empty or non-text transcript")
-            audio = path.parent / entry["audio_filepath"]  # an absolute path stays absolute
-            if not audio.is_file():
-                raise DataError(f"{where}: audio file not found: {audio}")
-            try:
-                wave = read_audio(audio, sample_rate)
-            except DataError as exc:
-                raise DataError(f"{where}: {exc}") from None
-            extra = {k: v for k, v in entry.items() if k not in _READ_KEYS}
-            extra["speaker"] = str(extra.get("speaker", ""))
-            examples.append(make_example(f"{split}-{lineno:06d}", wave, text, sample_rate,
-                                         audio_filepath=str(audio), **extra))
+    for lineno, raw in enumerate(raw_lines, 1):
+        where = f"{path}:{lineno}"
+        try:  # decoded line by line, so a bad byte is reported with its line
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("audio_filepath"), str) or "text" not in entry:
+            raise DataError(f"{where}: each line needs an object with 'audio_filepath' (a path) and 'text'")
+        text = entry["text"].strip() if isinstance(entry["text"], str) else ""
+        if not text:
+            raise DataError(f"{where}: empty or non-text transcript")
+        audio = path.parent / entry["audio_filepath"]  # an absolute path stays absolute
+        if not audio.is_file():
+            raise DataError(f"{where}: audio file not found: {audio}")
+        try:
+            wave = read_audio(audio, sample_rate)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        extra = {k: v for k, v in entry.items() if k not in _READ_KEYS}
+        extra["speaker"] = str(extra.get("speaker", ""))
+        examples.append(make_example(f"{split}-{lineno:06d}", wave, text, sample_rate,
+                                     audio_filepath=str(audio), **extra))
     if not examples:
         raise DataError(f"manifest {path} lists no utterances")
     return examples
