@@ -87,6 +87,9 @@ class Frontend(nn.Module):
     """Fixed transform from padded raw inputs to model features: ``(x, lengths) -> (feats, lengths)``."""
 
     output_dim: int = 0
+    #: the shortest input (samples of a waveform) it can featurise, e.g. one analysis window;
+    #: the runner refuses a corpus with a shorter example before anything trains, naming it
+    min_input_length: int = 0
     #: two feature-sequence lengths to export a model at and then check the exported graph on
     #: (a length it was not exported with); long enough for any window the model applies
     export_lengths: tuple[int, int] = (200, 137)

@@ -12,8 +12,9 @@ from typing import Sequence
 
 import torch
 
+from kdbench.errors import DataError
 from kdbench.hashing import stable_hash
-from kdbench.interfaces import Augmentation, Batch, Example, Frontend, Task
+from kdbench.interfaces import Augmentation, Batch, Corpus, Example, Frontend, Task
 
 
 @dataclass
@@ -21,6 +22,19 @@ class Features:
     batch: Batch
     features: torch.Tensor
     lengths: torch.Tensor
+
+
+def check_input_lengths(corpus: Corpus, frontend: Frontend) -> None:
+    """Refuse an example shorter than the front end can featurise (``min_input_length``) before
+    anything trains: inside the front end it surfaces mid-run as a framework error naming no
+    example, after every row before it was trained."""
+    need = getattr(frontend, "min_input_length", 0)  # a duck-typed front end declares none
+    for split, examples in {"train": corpus.train, **corpus.tests}.items():
+        for ex in examples:
+            if len(ex.input) < need:
+                source = ex.meta.get("audio_filepath")  # the file, when the example is one (manifests)
+                raise DataError(f"{split} example {ex.id}" + (f" ({source})" if source else "") +
+                                f": {len(ex.input)} samples, shorter than the front end's {need}-sample window")
 
 
 def example_generator(example_id: str, copy: int, salt: str) -> torch.Generator:

@@ -26,6 +26,9 @@ class LogMel(Frontend):
         win = int(sr * options.win_ms / 1000)
         self.hop = int(sr * options.hop_ms / 1000)
         n_fft = 1 << (win - 1).bit_length()
+        # one window's worth: a shorter wave has no frame, and the STFT's reflect padding of
+        # n_fft // 2 (<= win) samples a side fails on it with a bare PyTorch error
+        self.min_input_length = win
         self.mel = torchaudio.transforms.MelSpectrogram(sample_rate=sr, n_fft=n_fft, win_length=win,
                                                         hop_length=self.hop, n_mels=options.n_mels)
         self.normalize = options.normalize
