@@ -15,7 +15,7 @@ from kdbench.interfaces import Batch, Loss, ModelOutput
 from kdbench.layers import check_hint_layers
 from kdbench.options import Options
 
-from kdbench.alignment import align_frames, frame_mask, hidden_lengths
+from kdbench.alignment import align_frames, frame_mask, layer_lengths
 
 
 def ctc(output: ModelOutput, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -115,8 +115,9 @@ class HintLoss(Loss):
     def forward(self, student, batch, teacher) -> torch.Tensor:
         s_hidden = student.hidden[self.o.student_layer]
         t_hidden = teacher.hidden[self.o.teacher_layer]
-        s_len = hidden_lengths(s_hidden, student.output, student.lengths)
-        t_len = hidden_lengths(t_hidden, teacher.output, teacher.lengths)
+        # each layer's own valid frames: it may run at another frame rate than its model's output
+        s_len = layer_lengths(student, self.o.student_layer)
+        t_len = layer_lengths(teacher, self.o.teacher_layer)
         target = align_frames(F.layer_norm(t_hidden, t_hidden.shape[-1:]), t_len, s_len, s_hidden.shape[1])
         mask = frame_mask(s_len, s_hidden.shape[1]).unsqueeze(-1)
         mse = (((self.proj(s_hidden) - target) ** 2) * mask).sum() / (mask.sum() * target.shape[-1]).clamp(min=1)

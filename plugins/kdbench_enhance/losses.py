@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from kdbench.alignment import align_frames, frame_mask, hidden_lengths
+from kdbench.alignment import align_frames, frame_mask, layer_lengths
 from kdbench.layers import check_hint_layers
 from kdbench.interfaces import Batch, Loss, ModelOutput
 from kdbench.options import Options
@@ -113,8 +113,8 @@ class EncoderHint(_Distilling):
     def forward(self, student, batch, teacher):
         s = student.hidden[self.student_layer]
         t = teacher.hidden[self.teacher_layer].to(s.dtype)
-        s_len = hidden_lengths(s, student.output, student.lengths)
-        t_len = hidden_lengths(t, teacher.output, teacher.lengths)
+        s_len = layer_lengths(student, self.student_layer)  # each layer's own valid frames
+        t_len = layer_lengths(teacher, self.teacher_layer)
         t = align_frames(t, t_len, s_len, s.shape[1])
         t = (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
         mask = frame_mask(s_len, s.shape[1]).unsqueeze(-1).to(s.dtype)

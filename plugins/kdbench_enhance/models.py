@@ -114,7 +114,10 @@ class StftMaskGru(Model):
         else:
             outs = [self.stft.inverse(real[i, :f] * mask[i, :f], imag[i, :f] * mask[i, :f], n)
                     for i, (f, n) in enumerate(zip(frames.tolist(), sizes))]
-        return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": hidden})
+        # the encoder runs at the STFT's frame rate, which is no fixed multiple of the samples:
+        # its own valid frames, so hint losses and the teacher-output cache read no padding
+        return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": hidden},
+                           hidden_lengths={"encoder": frames})
 
 
 class Passthrough(Model):
