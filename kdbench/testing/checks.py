@@ -16,6 +16,7 @@ import inspect
 import io
 import json
 import math
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,9 +26,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from kdbench.alignment import layer_lengths
 from kdbench.errors import AmbiguousComponentError, UnknownComponentError
 from kdbench.evaluation import Deployable, evaluate
-from kdbench.interfaces import (Augmentation, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
+from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
                                 Model, ModelOutput, ModelSpec, Target, Task)
 from kdbench.options import Options
 from kdbench.pipeline import Features, InputPipeline
@@ -166,6 +168,14 @@ def _build(ck: _Checker, options: Options, **context: Any) -> Any:
         return ck.component.factory(options, **context)
 
 
+def _seeded_build(ck: _Checker, options: Options, seed: int, **context: Any) -> Any:
+    """Built with torch's global generator seeded (and left as it was): the same draws on every
+    run of the check, and other draws for another seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _build(ck, options, **context)
+
+
 def _shape(t: Any) -> Any:
     return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
 
@@ -190,6 +200,14 @@ def _check_output(ck: _Checker, model: Model, out: Any, batch: int, spec: ModelS
                                   f"(it has: {', '.join(out.hidden) or 'none'})")
         ck.require(isinstance(h, torch.Tensor) and h.dim() == 3 and h.shape[0] == batch and h.shape[2] == dim,
                    f"hidden[{name!r}] has shape {_shape(h)}; expected (batch={batch}, time, {dim}) as hidden_dims says")
+    ck.require(isinstance(out.hidden_lengths, dict), "hidden_lengths must be a dict of layer name -> lengths")
+    for name, n in out.hidden_lengths.items():
+        h = out.hidden.get(name)
+        ck.require(h is not None, f"hidden_lengths gives lengths for {name!r}, which ModelOutput.hidden lacks")
+        ck.require(isinstance(n, torch.Tensor) and n.shape == (batch,) and not n.is_floating_point()
+                   and bool(((n >= 0) & (n <= h.shape[1])).all()),
+                   f"hidden_lengths[{name!r}] must be an integer tensor of shape ({batch},) within 0..{h.shape[1]} "
+                   f"(hidden[{name!r}]'s time dimension), got {_shape(n)} {getattr(n, 'tolist', lambda: n)()}")
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -373,23 +391,117 @@ def check_augmentation(component: Any, options: Options | dict | None = None, *,
 def check_student(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
                   registry: Registry | None = None, plugin: str | None = None) -> Model:
     """Builds from ModelSpec; forward gives ModelOutput with output (B, T, output_dim), lengths
-    in 1..T and the hidden layers hidden_dims declares; eval mode is deterministic; one training
-    step with the task's default loss changes its weights; its state_dict reloads."""
-    return _check_model("students", component, options, bench, registry, plugin, batch_independent=False)
+    in 1..T, the hidden layers hidden_dims declares and valid hidden_lengths; eval mode is
+    deterministic; an utterance's outputs and hidden layers (within each layer's valid frames)
+    do not depend on its batch-mates, nor, in training mode, on how much padding the batch
+    carries (normalisation layers); one training step with the task's default loss changes its
+    weights, and a batch of one utterance trains without NaN; its state_dict reloads."""
+    return _check_model("students", component, options, bench, registry, plugin, teacher=False)
 
 
 def check_teacher(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
                   registry: Registry | None = None, plugin: str | None = None) -> Model:
-    """As ``check_student``, and an utterance's outputs do not depend on its batch-mates (its
-    outputs are cached per utterance and replayed in other batches), and they survive the cache."""
-    return _check_model("teachers", component, options, bench, registry, plugin, batch_independent=True)
+    """As ``check_student``, and its outputs survive the teacher-output cache (they are cached
+    per utterance and replayed in other batches)."""
+    return _check_model("teachers", component, options, bench, registry, plugin, teacher=True)
+
+
+def _pad_time(x: torch.Tensor, extra: int) -> torch.Tensor:
+    """``x`` (batch, time, ...) with ``extra`` more frames of zeros: the padding a longer batch-mate brings."""
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
+
+
+def _batch_independent(ck: _Checker, model: Model, feats: Features, out: ModelOutput, teacher: bool) -> None:
+    """The shortest utterance alone gives what it gives inside the padded batch: output, lengths,
+    and every hidden layer within that layer's valid frames (``kdbench.alignment.layer_lengths``)."""
+    why = ("cached teacher outputs will not match this teacher inside a batch" if teacher else
+           "kdbench evaluates in batches, so its predictions and every score would depend on which utterances "
+           "share a batch")
+    i = int(feats.lengths.argmin())
+    with ck.step("forward on one utterance alone"), torch.no_grad():
+        alone = model(feats.features[i:i + 1, :int(feats.lengths[i])], feats.lengths[i:i + 1])
+    _check_output(ck, model, alone, 1, ModelSpec(0, out.output.shape[2]))
+    n = int(out.lengths[i])
+    ck.require(int(alone.lengths[0]) == n, f"utterance {i} has {int(alone.lengths[0])} output frames alone "
+                                           f"but {n} when batched with longer ones: lengths must not depend on padding")
+    ck.require(torch.allclose(alone.output[0, :n], out.output[i, :n], atol=1e-4, rtol=1e-3),
+               f"utterance {i}'s outputs change when it is batched with longer ones (max difference "
+               f"{_max_diff(alone.output[0, :n], out.output[i, :n]):.3g}): mask padded frames (convolutions, "
+               f"recurrences, attention and normalisation must see valid frames only): {why}")
+    for name in model.hidden_dims:
+        k_alone, k = int(layer_lengths(alone, name)[0]), int(layer_lengths(out, name)[i])
+        ck.require(k_alone == k, f"hidden[{name!r}] of utterance {i} has {k_alone} valid frames alone but {k} when "
+                                 f"batched with longer ones: a layer whose frames are not a fixed multiple of the "
+                                 f"output's gives its own lengths in ModelOutput.hidden_lengths[{name!r}] (else "
+                                 "kdbench infers them from the output's, and hint losses read padding)")
+        a, b = alone.hidden[name][0, :k], out.hidden[name][i, :k]
+        if a.shape == b.shape:  # a layer may pad another axis too (attention over phonemes): not compared
+            ck.require(torch.allclose(a, b, atol=1e-4, rtol=1e-3),
+                       f"utterance {i}'s hidden[{name!r}] changes when it is batched with longer ones (max "
+                       f"difference {_max_diff(a, b):.3g}) within its valid frames: mask padded frames, or a hint "
+                       "loss reading this layer learns from its batch-mates")
+
+
+@contextlib.contextmanager
+def _left_as_it_was(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a trial on ``model`` itself (a deep copy can break a model whose hooks hold ``self``),
+    then restore its state (running statistics), modes and gradients."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model
+    finally:
+        model.load_state_dict(state)
+        for m, training in modes.items():
+            m.train(training)
+        model.zero_grad(set_to_none=True)
+
+
+def _norm_layers_ignore_padding(ck: _Checker, model: Model, feats: Features) -> None:
+    """In training mode, normalisation layers with batch statistics (BatchNorm, InstanceNorm)
+    must not count padded frames: the statistics, and the running averages evaluation uses,
+    would follow how much padding each batch happened to carry."""
+    norms = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    if not norms:
+        return
+    with _left_as_it_was(model) as trial:
+        trial.eval()
+        for m in trial.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase):
+                m.train()  # everything else stays in eval mode: no dropout to tell apart from padding
+        with ck.step("forward in training mode (normalisation layers training)"), torch.no_grad():
+            a = trial(feats.features, feats.lengths)
+            b = trial(_pad_time(feats.features, feats.features.shape[1]), feats.lengths)
+    same = torch.equal(a.lengths, b.lengths) and all(torch.allclose(a.output[j, :k], b.output[j, :k], atol=1e-4,
+                                                                    rtol=1e-3) for j, k in enumerate(a.lengths.tolist()))
+    ck.require(same, f"in training mode its outputs change when the batch carries more padding: normalisation layers "
+                     f"({', '.join(norms[:3])}) take statistics over padded frames, so training, and the running "
+                     "statistics evaluation uses, depend on how much padding batches carry: normalise over valid "
+                     "frames only (BatchNorm1d on x[mask], the valid frames, scattered back) or per frame (LayerNorm)")
+
+
+def _trains_on_one(ck: _Checker, model: Model, bench: Bench, loss_name: str) -> None:
+    """A training step on a batch of one utterance: the last batch of an epoch can hold one."""
+    feats = bench.features(1)
+    with _left_as_it_was(model) as trial:
+        loss = bench.registry.get("losses", loss_name).build(student=trial, teacher=None, task=bench.task)
+        with ck.step(f"a training step on a batch of one utterance with the {loss_name!r} loss"):
+            torch.manual_seed(0)
+            out = bench.task.train_forward(trial.train(), feats.features, feats.lengths, feats.batch)
+            value = loss(out, feats.batch, None)
+            value.backward()
+        finite = bool(torch.isfinite(out.output).all()) and bool(torch.isfinite(value)) and all(
+            bool(torch.isfinite(p.grad).all()) for p in trial.parameters() if p.grad is not None)
+    ck.require(finite, f"on a batch of one utterance in training mode it gives NaN or inf (loss {value.item():.4g}, "
+                       "or in its outputs or gradients): the last batch of an epoch can hold a single utterance; "
+                       "guard statistics over the batch (BatchNorm over one frame, a std of one value)")
 
 
 def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, registry: Registry | None,
-                 plugin: str | None, batch_independent: bool) -> Model:
+                 plugin: str | None, teacher: bool) -> Model:
     ck, bench = _setup(kind, component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
-    model = _build(ck, opts, model_spec=spec)
+    model = _seeded_build(ck, opts, 1, model_spec=spec)
     ck.require(isinstance(model, Model), f"its factory returned {type(model).__name__}; it must return a "
                                          "kdbench.interfaces.Model (forward(features, lengths) -> ModelOutput)")
     feats = bench.features()
@@ -400,17 +512,9 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
     _check_output(ck, model, out, len(feats.batch.ids), spec)
     ck.require(torch.allclose(out.output, again.output, atol=1e-5),
                "two forward passes in eval mode differ: evaluations would not be reproducible")
-    if batch_independent:
-        i = int(feats.lengths.argmin())
-        with torch.no_grad():
-            alone = model(feats.features[i:i + 1, :int(feats.lengths[i])], feats.lengths[i:i + 1])
-        n = int(out.lengths[i])
-        ck.require(int(alone.lengths[0]) == n, f"utterance {i} has {int(alone.lengths[0])} output frames alone "
-                                               f"but {n} when batched with longer ones: lengths must not depend on padding")
-        ck.require(torch.allclose(alone.output[0, :n], out.output[i, :n], atol=1e-4, rtol=1e-3),
-                   f"utterance {i}'s outputs change when it is batched with longer ones (max difference "
-                   f"{_max_diff(alone.output[0, :n], out.output[i, :n]):.3g}): mask padded frames, or cached "
-                   "teacher outputs will not match this teacher inside a batch")
+    _batch_independent(ck, model, feats, out, teacher)
+    _norm_layers_ignore_padding(ck, model, feats)
+    if teacher:
         layers = tuple(model.hidden_dims)
         with ck.step("storing its outputs in the teacher-output cache"):
             cached = _cached_form(model, feats, layers)
@@ -420,6 +524,7 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
     ck.require(any(p.requires_grad for p in model.parameters()),
                "it has no trainable parameters: a teacher or student must learn in a training step")
     loss_name = bench.task.default_loss
+    _trains_on_one(ck, model, bench, loss_name)
     loss = bench.registry.get("losses", loss_name).build(student=model, teacher=None, task=bench.task)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     with ck.step(f"one training step with the {loss_name!r} loss (kdbench.training.train)"):
@@ -429,7 +534,7 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
                            "train and inflate the params metric")
     ck.require(any(not torch.equal(before[n], p) for n, p in model.named_parameters()),
                "no parameter changed in a training step (are they all frozen?)")
-    fresh = _build(ck, opts, model_spec=spec)
+    fresh = _seeded_build(ck, opts, 2, model_spec=spec)  # other random draws: state outside the state_dict shows
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
@@ -446,11 +551,14 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
 def check_loss(component: Any, options: Options | dict | None = None, *, student: Model | None = None,
                teacher: Model | None = None, bench: Bench | None = None, registry: Registry | None = None,
                plugin: str | None = None) -> Loss:
-    """A finite scalar with gradients reaching the student's outputs; ``requires_teacher`` and
-    ``teacher_layers_for`` declared on the factory (the planner reads them before building);
-    works on teacher outputs as the cache returns them (teacher-forced through the task's
-    ``train_forward`` when the loss declares ``teacher_forcing``), at another frame rate than the
-    student's; its own parameters train in a real training step."""
+    """``requires_teacher`` and ``teacher_layers_for`` declared on the factory (the planner reads
+    them before building). On teacher outputs as the cache returns them (teacher-forced through
+    the task's ``train_forward`` when the loss declares ``teacher_forcing``), at another frame
+    rate than the student's: a finite scalar whose gradient reaches the student's output (not
+    only hidden layers) and every student parameter the task's default loss trains; its value
+    ignores padded frames of every piece it reads (each hidden layer within its own valid
+    lengths); for a KD loss, other teacher outputs give the student another gradient; finite on
+    a batch of one utterance; its own parameters train in a real training step."""
     ck, bench = _setup("losses", component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
     student = student or bench.student()
@@ -473,15 +581,22 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
     forcing = getattr(factory, "teacher_forcing", False)
     ck.require(isinstance(forcing, bool), f"teacher_forcing is {forcing!r}; it must be a bool class attribute")
     forced_by = bench.task if forcing else None
-    feats = bench.features()
-    t_out = _cached_form(teacher.eval(), feats, layers, forced_by) if declared else None
-    s = student.train()(feats.features, feats.lengths)
-    # leaves, so we can see whether gradients reach the student's outputs
-    leaf = ModelOutput(s.output.detach().requires_grad_(), s.lengths,
-                       {k: v.detach().requires_grad_() for k, v in s.hidden.items()})
     hint = f" (a KD loss sees only the teacher layers its teacher_layers_for declares: {list(layers)})" if declared else ""
+
+    def teacher_out(feats: Features) -> ModelOutput | None:
+        return _cached_form(teacher.eval(), feats, layers, forced_by) if declared else None
+
+    feats = bench.features()
+    t_out = teacher_out(feats)
+    student.train()
+    with ck.step("the student's forward on the batch the loss gives it (student_batch, train_forward)", hint):
+        out, batch = _student_step(loss, student, bench, feats, t_out)
+    # leaves, so we can see which of the student's outputs the gradient reaches
+    leaf = ModelOutput(out.output.detach().requires_grad_(), out.lengths,
+                       {k: v.detach().requires_grad_() if v.is_floating_point() else v for k, v in out.hidden.items()},
+                       dict(out.hidden_lengths))
     with ck.step("forward(student, batch, teacher)", hint):
-        value = loss(leaf, feats.batch, t_out)
+        value = loss(leaf, batch, t_out)
     ck.require(isinstance(value, torch.Tensor), f"it returned {type(value).__name__}; it must return a torch.Tensor")
     ck.require(value.dim() == 0, f"it returned a tensor of shape {tuple(value.shape)}; it must return a scalar "
                                  "(0-dim) tensor: reduce over the batch and frames")
@@ -491,14 +606,144 @@ def check_loss(component: Any, options: Options | dict | None = None, *, student
     value.backward()
     grads = [t.grad for t in (leaf.output, *leaf.hidden.values()) if t.grad is not None]
     ck.require(any(bool(g.abs().sum() > 0) for g in grads),
-               "no gradient reaches the student's outputs (ModelOutput.output or hidden)")
+               "no gradient reaches the student's outputs (neither ModelOutput.output nor any hidden layer)")
     ck.require(all(bool(torch.isfinite(g).all()) for g in grads), "its gradient contains NaN or inf")
+    ck.require(leaf.output.grad is not None and bool(leaf.output.grad.abs().sum() > 0),
+               "no gradient reaches the student's output (ModelOutput.output), only hidden layers: the output head "
+               "would never train. Mix a loss on the output into it, e.g. (1 - alpha) * the task's loss (CTC)")
+    _ignores_padding(ck, loss, leaf, feats, t_out, float(value.detach()), hint)
+    with ck.step("a training step's gradient on the student's parameters", hint):
+        own_value, own = _parameter_gradients(loss, student, bench, feats, t_out)
+    _trains_what_the_task_loss_trains(ck, own, student, bench, feats)
+    if declared:
+        with ck.step("a training step's gradient with other teacher outputs", hint):
+            other_value, other = _parameter_gradients(loss, student, bench, feats, _other_teacher(t_out))
+        moved = any((a is None) != (b is None) or (a is not None and not torch.allclose(a, b, rtol=1e-5, atol=1e-9))
+                    for a, b in zip(own.values(), other.values()))
+        # the teacher changed the value but not the student's gradient: the teacher's term is a
+        # constant to the student (a term on detached student features, computed under no_grad)
+        ck.require(moved or math.isclose(own_value, other_value, rel_tol=1e-6, abs_tol=1e-9),
+                   f"other teacher outputs change its value ({own_value:.6g} -> {other_value:.6g}) but not the "
+                   "gradient the student gets: its distillation term never reaches the student (computed on "
+                   "detached student outputs, or under torch.no_grad), so distillation would silently do nothing")
+    one = bench.features(1)
+    with ck.step("a training step on a batch of one utterance", hint):
+        one_value, one_grads = _parameter_gradients(loss, student, bench, one, teacher_out(one))
+    ck.require(math.isfinite(one_value) and all(bool(torch.isfinite(g).all()) for g in one_grads.values()
+                                                 if g is not None),
+               f"on a batch of one utterance it gives {one_value} (or NaN/inf gradients): the last batch of an epoch "
+               "can hold a single utterance; guard terms that need several (pairwise distances, batch statistics)")
     source = (lambda f, _copy: _cached_form(teacher, f, layers, forced_by)) if declared else None
     with ck.step("one training step (kdbench.training.train)", hint):
         train(student, loss, bench.pipeline, bench.corpus.train, _one_step(), seed=0, teacher=source)
     unused = [n for n, p in loss.named_parameters() if p.requires_grad and p.grad is None]
     ck.require(not unused, f"its own parameters {unused[:3]} got no gradient in a training step")
     return loss
+
+
+def _student_step(loss: Loss, student: Model, bench: Bench, feats: Features,
+                  teacher: ModelOutput | None) -> tuple[ModelOutput, Batch]:
+    """The student's output on the batch ``loss`` trains it on, as ``kdbench.training.train``
+    makes it: ``student_batch``, the front end again on replaced inputs, ``train_forward``."""
+    batch = loss.student_batch(feats.batch, teacher)
+    features, lengths = feats.features, feats.lengths
+    if batch.inputs is not feats.batch.inputs:
+        with torch.no_grad():
+            features, lengths = bench.pipeline.frontend(batch.inputs, batch.input_lengths)
+    return bench.task.train_forward(student, features, lengths, batch), batch
+
+
+def _parameter_gradients(loss: Loss, student: Model, bench: Bench, feats: Features,
+                         teacher: ModelOutput | None) -> tuple[float, dict[str, torch.Tensor | None]]:
+    """The loss and its gradient on each trainable student parameter, in one training step's
+    forward (dropout seeded, so two calls differ only by what they are given)."""
+    torch.manual_seed(0)
+    out, batch = _student_step(loss, student, bench, feats, teacher)
+    value = loss(out, batch, teacher)
+    named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(value, [p for _, p in named], allow_unused=True)
+    return float(value.detach()), {n: g for (n, _), g in zip(named, grads)}
+
+
+def _trains_what_the_task_loss_trains(ck: _Checker, grads: dict[str, torch.Tensor | None], student: Model,
+                                      bench: Bench, feats: Features) -> None:
+    """Every student parameter the task's default loss trains gets a gradient from this loss too,
+    else that part of the student (its output head, a layer past the one a hint reads) never learns."""
+    name = bench.task.default_loss
+    try:
+        default = bench.registry.get("losses", name).build(student=student, teacher=None, task=bench.task)
+        trained = _parameter_gradients(default, student, bench, feats, None)[1]
+    except Exception:  # the task's loss does not fit these stand-ins (another output type): nothing to compare
+        return
+
+    def shares(gradients: dict[str, torch.Tensor | None]) -> dict[str, float]:
+        """Each parameter's gradient norm over the largest: a gradient that is zero but for
+        rounding (a bias under a mean-removing loss) is no gradient."""
+        norms = {n: float(g.norm()) if g is not None else 0.0 for n, g in gradients.items()}
+        top = max(norms.values(), default=0.0) or 1.0
+        return {n: v / top for n, v in norms.items()}
+
+    by_default, by_this = shares(trained), shares(grads)
+    starved = [n for n, share in by_default.items() if share > 1e-4 and by_this.get(n, 0.0) <= 1e-7]
+    ck.require(not starved, f"student parameters {starved[:3]} get no gradient from it, though the task's loss "
+                            f"{name!r} trains them: they would never learn (a loss on a hidden layer alone leaves the "
+                            "layers after it, and the output head, untrained; mix in a loss on the output)")
+
+
+def _other_teacher(t: ModelOutput) -> ModelOutput:
+    """Another teacher, as far as a loss can tell: the channels of every piece reversed and each
+    value scaled by its own factor in [1, 2) (signs and lengths kept, so durations stay
+    durations; not an affine change, which a loss standardising the teacher's features undoes)."""
+    g = torch.Generator().manual_seed(1)
+
+    def other(x: torch.Tensor) -> torch.Tensor:
+        # channels reversed: another best class per frame (sequence-level KD reads only the argmax)
+        return x.flip(-1) * (1 + torch.rand(x.shape, generator=g)).to(x.dtype) if x.is_floating_point() else x
+
+    return ModelOutput(other(t.output), t.lengths, {k: other(v) for k, v in t.hidden.items()}, dict(t.hidden_lengths))
+
+
+def _fill_padding(x: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Tensor:
+    """``x`` with every item's padded frames (from ``lengths[i]`` on) filled with its own valid
+    frames repeated, each value scaled by a factor in [1, 2): values of the kind the piece
+    holds (a duration stays a non-negative duration), which a loss reading padding would see."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.detach().clone()
+    for i, n in enumerate(int(n) for n in lengths.tolist()):
+        pad = x.shape[1] - n
+        if pad > 0 and n > 0:
+            tiled = x[i, :n].repeat(-(-pad // n), *[1] * (x.dim() - 2))[:pad]
+            x[i, n:] = tiled * (1 + torch.rand(tiled.shape, generator=g)).to(x.dtype)
+    return x
+
+
+def _with_piece(out: ModelOutput, layer: str | None, x: torch.Tensor) -> ModelOutput:
+    """``out`` with its output (``layer`` None) or one hidden layer replaced by ``x``."""
+    if layer is None:
+        return ModelOutput(x, out.lengths, out.hidden, out.hidden_lengths)
+    return ModelOutput(out.output, out.lengths, {**out.hidden, layer: x}, out.hidden_lengths)
+
+
+def _ignores_padding(ck: _Checker, loss: Loss, leaf: ModelOutput, feats: Features, t_out: ModelOutput | None,
+                     value: float, hint: str) -> None:
+    """Noise in the padded frames of any piece the loss receives (the student's output and each
+    hidden layer beyond its own valid lengths; the teacher's alike) must not change its value."""
+    for seed, (who, out) in enumerate((("student", leaf), ("teacher", t_out))):
+        if out is None:
+            continue
+        pieces = [(None, out.output, out.lengths, f"the {who}'s output (beyond its lengths)")]
+        pieces += [(k, v, layer_lengths(out, k), f"the {who}'s hidden[{k!r}] (beyond layer_lengths({who}, {k!r}))")
+                   for k, v in out.hidden.items() if v.is_floating_point()]
+        for layer, x, lengths, what in pieces:
+            changed = _with_piece(out, layer, _fill_padding(x, lengths, seed))
+            s, t = (changed, t_out) if who == "student" else (leaf, changed)
+            with ck.step(f"forward with noise in the padded frames of {what}", hint), torch.no_grad():
+                again = float(loss(s, loss.student_batch(feats.batch, t), t))
+            ck.require(abs(again - value) <= 1e-4 * max(1.0, abs(value)),
+                       f"its value changes ({value:.6g} -> {again:.6g}) with noise in the padded frames of {what}: "
+                       "read each piece within its own valid frames only. A hidden layer may run at another frame "
+                       "rate than its model's output: its valid frames are kdbench.alignment.layer_lengths(output, "
+                       "layer), not the output's lengths nor the other model's")
 
 
 def _check_measurements(ck: _Checker, measurements: Any, where: str, total: int | None) -> list[Measurement]:
@@ -541,16 +786,22 @@ def check_metric(component: Any, options: Options | dict | None = None, *, bench
     """Every Measurement declares a unit and higher_is_better, has a JSON-storable float value
     and a valid coverage; a 'split' metric returns NaN with coverage (0, 0) rather than raising
     or inventing a number when a test set is empty, and copes with empty predictions (by
-    default the bench's ``KitInputs.empty_prediction``: an empty transcript, a silent clip)."""
+    default the bench's ``KitInputs.empty_prediction``: an empty transcript, a silent clip); a
+    'model' metric times with kdbench.measurement, never a clock of its own."""
     ck, bench = _setup("metrics", component, bench, registry, plugin)
     metric = _build(ck, _options(ck, options))
     ck.require(isinstance(metric, Metric), f"its factory returned {type(metric).__name__}; it must return a "
                                            "kdbench.interfaces.Metric")
     ck.require(metric.scope in ("split", "model"), f"scope is {metric.scope!r}; it must be 'split' or 'model'")
     model = bench.teacher()
-    with ck.step("compute() on a model evaluated by kdbench.evaluation.evaluate"):
+    with ck.step("compute() on a model evaluated by kdbench.evaluation.evaluate"), _own_clock_reads(metric) as reads:
         result = evaluate(model, bench.frontend, bench.task, bench.corpus.tests, [metric], _EagerTarget())
     if metric.scope == "model":
+        ck.require(not reads, f"compute() reads the clock itself ({'; '.join(dict.fromkeys(reads))}): time the model "
+                              "with kdbench.measurement (time_runs(evaluation.forward, inputs, warmup=, runs=), "
+                              "cold_start, summarize), so it is timed as every model and target is: warm-up, one "
+                              "perf_counter per call, percentiles only with enough runs, and the load of other "
+                              "processes recorded (Timing.other_cores)")
         _check_measurements(ck, result.measurements, "on a model", None)
         return metric
     for m in result.measurements:  # evaluate() prefixed the split; check the metric's own name
@@ -573,6 +824,54 @@ def check_metric(component: Any, options: Options | dict | None = None, *, bench
                    "a metric that scored nothing must return NaN with coverage=(0, 0), not a number that "
                    "looks like a result")
     return metric
+
+
+#: the clocks a metric could time with instead of kdbench.measurement (functions of ``time``)
+_CLOCKS = frozenset({"time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns",
+                     "process_time", "process_time_ns", "thread_time", "thread_time_ns"})
+
+
+@contextlib.contextmanager
+def _own_clock_reads(metric: Metric) -> Iterator[list[str]]:
+    """Where a model-scope metric's ``compute`` reads a clock other than through kdbench, as
+    ``"time.time at metric.py:42"``: a profile hook sees every call of a clock function, however
+    it was imported (``from time import perf_counter``, ``timeit``), and the stack says whose
+    code asked for it: the metric's package (flagged), or kdbench's (the harness's timer)."""
+    reads: list[str] = []
+    package = type(metric).__module__.split(".")[0]
+    compute = metric.compute
+
+    def profile(frame, event, arg):
+        if event != "c_call" or getattr(arg, "__self__", None) is not time or arg.__name__ not in _CLOCKS:
+            return
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "").split(".")[0]
+            if module == "kdbench":
+                return
+            if module == package:
+                reads.append(f"time.{arg.__name__} at {Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
+                return
+            frame = frame.f_back
+
+    def watched(evaluation: Evaluation) -> list[Measurement]:
+        if metric.scope != "model":
+            return compute(evaluation)
+        previous = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            return compute(evaluation)
+        finally:
+            sys.setprofile(previous)
+
+    own = vars(metric).get("compute")
+    metric.compute = watched  # on the instance, for this evaluation only
+    try:
+        yield reads
+    finally:
+        if own is None:
+            del metric.compute
+        else:
+            metric.compute = own
 
 
 class _Timing(Metric):
