@@ -6,9 +6,11 @@ packages, so the built-ins prove the path every contributor uses.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,6 +24,8 @@ from kdbench.suggest import unknown_name_message
 ENTRY_POINT_GROUP = "kdbench"
 LOAD_PLUGINS_ENV = "KDBENCH_LOAD_PLUGINS"
 TRACE_ENV = "KDBENCH_TRACE_HOOKS"
+#: set (to anything but "" or "0"): a load problem is printed with the full traceback of its error
+TRACEBACK_ENV = "KDBENCH_TRACEBACK"
 
 #: component kind -> the hook that registers it
 KINDS = {
@@ -100,6 +104,10 @@ class Registry:
     #: plugins that failed to import or to register:
     #: "plugin 'asr' (kdbench 0.1.0)" -> ("failed to load", "ImportError: ...")
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: a problem caused by an exception -> that exception's formatted traceback (the one-line
+    #: problem names no file or line; ``KDBENCH_TRACEBACK=1`` or ``kdbench plugins --traceback``
+    #: shows this)
+    tracebacks: dict[str, str] = field(default_factory=dict)
 
     #: every registration, qualified: kind -> "plugin:name" -> Component
     qualified: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
@@ -185,6 +193,34 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
     return sorted(hc.name for hc in (pm.get_hookcallers(plugin) or []) if hc.spec is None)
 
 
+def _undecorated_hooks(plugin: Any) -> list[str]:
+    """Why a hook the author wrote is never called: functions of the plugin named like a hook
+    but not marked ``@hookimpl`` (pluggy registers only marked ones, and says nothing)."""
+    hooks = sorted(KINDS.values())
+    found = []
+    for name in sorted(dir(plugin)):
+        fn = getattr(plugin, name, None)
+        if not name.startswith("register_") or not callable(fn) or hasattr(fn, f"{ENTRY_POINT_GROUP}_impl"):
+            continue
+        if getattr(fn, "__module__", None) not in (getattr(plugin, "__name__", None), type(plugin).__module__):
+            continue  # imported from elsewhere (a helper of another module), not this plugin's hook
+        if name in hooks:
+            found.append(f"{name} is not marked @hookimpl, so kdbench never calls it: put "
+                         f"@hookimpl (from kdbench.hookspecs import hookimpl) above it")
+        elif close := difflib.get_close_matches(name, hooks, n=1, cutoff=0.8):
+            found.append(f"{name} is no kdbench hook and is not marked @hookimpl, so kdbench never calls it: did "
+                         f"you mean {close[0]!r}? (rename it, and put @hookimpl above it)")
+    return found
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def show_tracebacks() -> bool:
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -203,6 +239,16 @@ def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
     if wanted is None:
         return eps
     names = {w.strip() for w in wanted.split(",") if w.strip()}
+    plugins, dists = sorted({ep.name for ep in eps}), sorted({ep.dist.name for ep in eps if ep.dist})
+    unknown = sorted(names - set(plugins) - set(dists))
+    if unknown:  # else the plugin asked for is silently absent and a suite fails on "unknown task"
+        def why(name: str) -> str:
+            close = difflib.get_close_matches(name, plugins + dists, n=3, cutoff=0.5)
+            hint = f" did you mean {' or '.join(map(repr, close))}?" if close else ""
+            return f"no installed kdbench plugin is called {name!r};{hint}"
+        raise PluginError(f"{LOAD_PLUGINS_ENV}={wanted}: " + " ".join(why(n) for n in unknown)
+                          + f" installed plugins: {', '.join(plugins) or 'none'} (a distribution's name, "
+                          f"{', '.join(map(repr, dists)) or 'none'}, selects all of its plugins)")
     return [ep for ep in eps if ep.name in names or (ep.dist and ep.dist.name in names)]
 
 
@@ -226,6 +272,7 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
         except Exception as exc:  # a broken third-party plugin must not take the others down
             error = f"{type(exc).__name__}: {_one_line(exc)}"
             registry.problems.append(f"{origin} failed to load: {error}")
+            registry.tracebacks[registry.problems[-1]] = _traceback(exc)
             registry.failed[f"plugin {ep.name!r}" + (f" ({dist.name} {dist.version})" if dist else "")] = \
                 ("failed to load", error)
             continue
@@ -235,6 +282,8 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             registry.problems.append(f"{origin} was not loaded: " + "; ".join(
                 unknown_name_message("hook", name, sorted(KINDS.values())) for name in unknown))
             continue
+        for problem in _undecorated_hooks(plugin):
+            registry.problems.append(f"{origin}: {problem}")
         registry.plugins.append(LoadedPlugin(ep.name, dist.name if dist else None, dist.version if dist else None,
                                              entry_point=ep.value))
     for i, plugin in enumerate(extra_plugins):
@@ -244,6 +293,7 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
         if unknown:
             raise PluginError(f"plugin {name!r} implements a hook kdbench does not define: " + "; ".join(
                 unknown_name_message("hook", n, sorted(KINDS.values())) for n in unknown))
+        registry.problems += [f"plugin {name!r}: {problem}" for problem in _undecorated_hooks(plugin)]
         registry.plugins.append(LoadedPlugin(name, None, None, entry_point=getattr(plugin, "__name__", name)))
     pm.check_pending()  # every plugin with an unknown hook was refused above
     if os.environ.get(TRACE_ENV):
@@ -271,7 +321,12 @@ def build_registry(extra_plugins: list[Any] = ()) -> Registry:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {_one_line(exc)}"
                 registry.problems.append(f"plugin {plugin_name!r} failed in {hook_name}: {error}")
+                registry.tracebacks[registry.problems[-1]] = _traceback(exc)
                 registry.failed.setdefault(f"plugin {plugin_name!r}", (f"failed in {hook_name}", error))
+    for loaded in registry.plugins:
+        if not loaded.hooks and not any(f"plugin {loaded.name!r}" in p for p in registry.problems):
+            registry.problems.append(f"plugin {loaded.name!r} implements no kdbench hook, so it registers nothing "
+                                     "(a hook is a function named register_<kind>, marked @hookimpl)")
     return registry
 
 
@@ -284,3 +339,96 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = build_registry()
     return _registry
+
+
+# ---- what a component takes and exposes (`kdbench plugins --verbose`, `kdbench plugin show`) ----
+
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >=", "max_length": "length <=",
+           "multiple_of": "multiple of"}
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("pathlib.", "")
+
+
+def describe_options(options: type[Options]) -> list[dict[str, str]]:
+    """Every option of a component: ``name``, ``type``, ``default`` ("required" when it has
+    none), ``constraints`` (``>= 8``) and ``description``, read from its pydantic model."""
+    rows = []
+    for name, f in options.model_fields.items():
+        if f.is_required():
+            default = "required"
+        else:
+            value = f.default_factory() if f.default_factory is not None else f.default
+            default = repr(value.model_dump() if isinstance(value, Options) else value)
+        bounds = [f"{sign} {getattr(m, k)}" for m in f.metadata for k, sign in _BOUNDS.items()
+                  if getattr(m, k, None) is not None]
+        rows.append({"name": name, "type": _type_name(f.annotation), "default": default,
+                     "constraints": ", ".join(bounds), "description": f.description or ""})
+    return rows
+
+
+def hidden_layer_dims(component: Component, options: Options | dict | None = None) -> dict[str, int | None] | None:
+    """A model's hidden layers and their widths at ``options`` (default: its defaults), as a hint
+    loss names them: from the factory's ``hidden_layers_for(options)`` when it declares them
+    (widths then unknown: None), else from the model built on PyTorch's meta device (no memory,
+    no weights) for a stand-in ModelSpec; widths may follow that spec. None when it cannot be
+    built so (options without defaults, a model that needs real inputs)."""
+    import torch
+
+    from kdbench.interfaces import ModelSpec
+
+    try:
+        if not isinstance(options, Options):
+            options = component.options.model_validate(options or {})
+        declared = getattr(component.factory, "hidden_layers_for", None)
+        if declared is not None:
+            return {name: None for name in declared(options)}
+    except Exception:  # a listing must not fail on one model; the kit checks the real thing
+        return None
+    # stand-in sizes: features to characters (ASR), and phoneme ids to 80 mel bands (TTS), whose
+    # models refuse any other output size
+    for spec in (ModelSpec(input_dim=80, output_dim=32), ModelSpec(input_dim=64, output_dim=80)):
+        try:
+            with torch.device("meta"):
+                model = component.factory(options, model_spec=spec)
+            return {name: int(dim) for name, dim in dict(model.hidden_dims).items()}
+        except Exception:
+            continue
+    return None
+
+
+MODEL_KINDS = ("teachers", "students")
+
+
+def describe(component: Component) -> str:
+    """What a suite author needs to use ``component``, in a few plain lines: where it comes
+    from, its summary, every option (type, default, bounds, description) and, for a model, the
+    hidden layers a hint loss may name, with their widths."""
+    c = component
+    source = c.provider.text() if c.provider else c.plugin
+    lines = [f"{SINGULAR[c.kind]} {c.name}: {source}"]
+    if c.summary:
+        lines.append(f"  {c.summary}")
+    rows = describe_options(c.options)
+    if rows:
+        lines.append("  options:")
+        width = max(len(r["name"]) for r in rows), max(len(r["type"]) for r in rows)
+        for r in rows:
+            extra = "; ".join(x for x in (r["constraints"], r["description"]) if x)
+            lines.append(f"    {r['name']:<{width[0]}}  {r['type']:<{width[1]}}  = {r['default']}"
+                         + (f"  ({extra})" if extra else ""))
+    else:
+        lines.append("  options: none")
+    if c.kind in MODEL_KINDS:
+        layers = hidden_layer_dims(c)
+        if layers is None:
+            lines.append("  hidden layers: known once built with the suite's data (not buildable on its own)")
+        elif not layers:
+            lines.append("  hidden layers: none (a hint loss cannot read this model)")
+        else:
+            shown = ", ".join(name if dim is None else f"{name} ({dim})" for name, dim in layers.items())
+            lines.append(f"  hidden layers at the default options (name (width)): {shown}")
+    return "\n".join(lines)
