@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Sequence
 
 from kdbench.errors import KdbenchError
 
@@ -246,12 +247,14 @@ def {hook}(register):
 _TEST = '''\
 """Conformance of {dist}: `pip install -e .[test]`, then `pytest`."""
 
-from kdbench.testing import check_loaded, check_{kind}
+from kdbench.testing import check_loaded, {checks}
 
 
 def test_plugin_loads_through_its_entry_point():
     check_loaded("{entry}")
+'''
 
+_KIND_TEST = '''
 
 def test_{kind}_conforms({args}):
 {body}
@@ -267,7 +270,7 @@ _DATASET_TEST_BODY = '''\
         for e in examples:
             soundfile.write(tmp_path / split / f"{{e.id}}.wav", e.input.numpy(), 8000)
             (tmp_path / split / f"{{e.id}}.txt").write_text(e.target)
-    check_dataset("{component}", {{"root": str(tmp_path), "sample_rate": 8000}})'''
+    check_dataset("{component}", {{"root": str(tmp_path), "sample_rate": 8000}}, plugin="{entry}")'''
 
 _USAGE = {
     "student": "students: [{{name: {component}, options: {{hidden: 64}}}}]",
@@ -283,7 +286,7 @@ _USAGE = {
 _README = '''\
 # {dist}
 
-A kdbench plugin providing the {kind} `{component}`.
+A kdbench plugin providing {provides}.
 
 ```bash
 pip install -e '.[test]'   # registers entry point `{entry}` in the `kdbench` group
@@ -297,7 +300,7 @@ Use it in a suite by its registered name:
 {usage}
 ```
 
-Edit `{module}.py` and keep `pytest` green. kdbench's `docs/plugins.md` describes every hook,
+Edit {edit} and keep `pytest` green. kdbench's `docs/plugins.md` describes every hook,
 what each component must provide, and the conformance kit.
 '''
 
@@ -309,7 +312,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "{dist}"
 version = "0.1.0"
-description = "kdbench plugin: the {kind} {component}"
+description = "kdbench plugin: {provides}"
 readme = "README.md"
 requires-python = ">=3.10"
 dependencies = ["kdbench"]
@@ -322,37 +325,64 @@ test = ["pytest>=8"]
 {entry} = "{module}"
 
 [tool.setuptools]
-py-modules = ["{module}"]
+{layout}
 '''
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
-def new_plugin(name: str, kind: str = "student", directory: str | Path = ".") -> Path:
+def _fields(short: str, kind: str) -> dict[str, str]:
+    entry = short.replace("-", "_")
+    return {"dist": f"kdbench-{short}", "entry": entry, "module": f"kdbench_{entry}",
+            "component": f"{short}-{kind}", "kind": kind, "hook": _TEMPLATES[kind][0],
+            "cls": "".join(part.capitalize() for part in short.split("-")) + kind.capitalize()}
+
+
+def _kind_test(f: dict[str, str]) -> str:
+    if f["kind"] == "dataset":
+        return _KIND_TEST.format(args="tmp_path", body=_DATASET_TEST_BODY.format(**f), **f)
+    # plugin=: the check fails, rather than passes, when the name is another plugin's class
+    return _KIND_TEST.format(args="", body=f'    check_{f["kind"]}("{f["component"]}", plugin="{f["entry"]}")', **f)
+
+
+def new_plugin(name: str, kind: str | Sequence[str] = "student", directory: str | Path = ".") -> Path:
     """Write ``<directory>/kdbench-<name>/`` and return its path. ``name`` may carry the
-    ``kdbench-`` prefix; the entry point and the component are named after the rest."""
-    if kind not in _TEMPLATES:
-        raise KdbenchError(f"unknown plugin kind {kind!r}; choose one of {', '.join(KINDS)}")
+    ``kdbench-`` prefix; the entry point and the components are named after the rest
+    (``<name>-<kind>``). One kind: a single module. Several: a package with one module per
+    kind and the hooks in its ``__init__``."""
+    kinds = [kind] if isinstance(kind, str) else list(dict.fromkeys(kind))
+    unknown = [k for k in kinds if k not in _TEMPLATES]
+    if unknown or not kinds:
+        raise KdbenchError(f"unknown plugin kind {(unknown or [''])[0]!r}; choose one of {', '.join(KINDS)}")
     short = name.removeprefix("kdbench-")
     if not _NAME.match(short):
         raise KdbenchError(f"plugin name {name!r}: use lower-case letters, digits and single dashes, e.g. 'whisper'")
     root = Path(directory) / f"kdbench-{short}"
     if root.exists():
         raise KdbenchError(f"{root} already exists; choose another name or --dir")
-    hook, module_template = _TEMPLATES[kind]
-    f = {
-        "dist": f"kdbench-{short}", "entry": short.replace("-", "_"), "module": f"kdbench_{short.replace('-', '_')}",
-        "component": f"{short}-{kind}", "kind": kind, "hook": hook,
-        "cls": "".join(part.capitalize() for part in short.split("-")) + kind.capitalize(),
-    }
-    body = _DATASET_TEST_BODY.format(**f) if kind == "dataset" else f'    check_{kind}("{f["component"]}")'
-    files = {
-        "pyproject.toml": _PYPROJECT.format(**f),
-        "README.md": _README.format(usage=_USAGE[kind].format(**f), **f),
-        f"{f['module']}.py": f'"""kdbench plugin {f["dist"]}: the {kind} {f["component"]!r}."""\n\n'
-                             + module_template.format(**f) + _HOOK.format(**f),
-        f"tests/test_{f['module']}.py": _TEST.format(args="tmp_path" if kind == "dataset" else "", body=body, **f),
-    }
+    per_kind = [_fields(short, k) for k in kinds]
+    f = per_kind[0]
+    named = [f"the {x['kind']} `{x['component']}`" for x in per_kind]
+    package = {**f, "provides": " and ".join(filter(None, [", ".join(named[:-1]), named[-1]])),
+               "usage": "\n".join(_USAGE[x["kind"]].format(**x) for x in per_kind),
+               "checks": ", ".join(f"check_{x['kind']}" for x in per_kind)}
+    files = {}
+    if len(kinds) == 1:
+        files[f"{f['module']}.py"] = (f'"""kdbench plugin {f["dist"]}: the {f["kind"]} {f["component"]!r}."""\n\n'
+                                      + _TEMPLATES[f["kind"]][1].format(**f) + _HOOK.format(**f))
+        layout, edit = f'py-modules = ["{f["module"]}"]', f"`{f['module']}.py`"
+    else:  # the hooks in __init__, each component in a module of its own
+        imports = "".join(f"from {f['module']}.{x['kind']} import {x['cls']}\n" for x in per_kind)
+        files[f"{f['module']}/__init__.py"] = (f'"""kdbench plugin {f["dist"]}: {package["provides"]}."""\n\n'
+                                               "from kdbench.hookspecs import hookimpl\n\n" + imports
+                                               + "".join(_HOOK.format(**x) for x in per_kind))
+        for x in per_kind:
+            source = _TEMPLATES[x["kind"]][1].format(**x).replace("from kdbench.hookspecs import hookimpl\n", "")
+            files[f"{f['module']}/{x['kind']}.py"] = f'"""The {x["kind"]} {x["component"]!r}."""\n\n' + source
+        layout, edit = f'packages = ["{f["module"]}"]', f"the modules in `{f['module']}/`"
+    files["pyproject.toml"] = _PYPROJECT.format(layout=layout, **package)
+    files["README.md"] = _README.format(edit=edit, **package)
+    files[f"tests/test_{f['module']}.py"] = _TEST.format(**package) + "".join(_kind_test(x) for x in per_kind)
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from kdbench.cli import main
+from kdbench.alignment import layer_lengths
 from kdbench.errors import PluginError
 from kdbench.hookspecs import hookimpl
 from kdbench.interfaces import Corpus, Frontend, Loss, Measurement, Metric, ModelOutput, Target
@@ -49,6 +51,41 @@ def test_unknown_component_names_what_is_loaded_and_how_to_fix_it(kdbench_bench)
     with pytest.raises(ConformanceError, match=r"unknown student 'gru-ctcc'; did you mean 'gru-ctc'\?.*"
                                                r"entry point declared\? \(`kdbench plugins` lists what loaded\)"):
         check_student("gru-ctcc", bench=kdbench_bench)
+
+
+@pytest.mark.parametrize("plugin, name", [("asr", "hint"), ("enhance", "encoder-hint")])
+def test_hint_losses_read_each_layers_own_lengths(plugin, name, kdbench_registry):
+    """A layer's valid frames are the ones its model gives in ModelOutput.hidden_lengths, not the
+    ones inferred from the output's lengths: frames past them are padding to the loss."""
+    bench = tiny_bench(kdbench_registry, plugin=plugin)
+    student, teacher = bench.student(), bench.teacher()
+    loss = kdbench_registry.get("losses", f"{plugin}:{name}").build(student=student, teacher=teacher, task=bench.task)
+    feats = bench.features()
+    with torch.no_grad():
+        s, t = student(feats.features, feats.lengths), teacher(feats.features, feats.lengths)
+        own = layer_lengths(s, "encoder") - 1  # the model says: one frame fewer than inferred
+        moved = s.hidden["encoder"].clone()
+        for i, n in enumerate(own.tolist()):
+            moved[i, n] += 100.0  # the frame only the inferred lengths count
+
+        def value(hidden, lengths):
+            return float(loss(ModelOutput(s.output, s.lengths, {"encoder": hidden}, lengths), feats.batch, t))
+
+        assert value(moved, {"encoder": own}) == value(s.hidden["encoder"], {"encoder": own})
+        assert value(moved, {}) != value(s.hidden["encoder"], {})  # inferred: that frame counts
+
+
+def test_the_documented_model_scope_metric_conforms(kdbench_bench):
+    """docs/plugins.md, 'Measuring time': the worked example times with kdbench.measurement."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    section = text[text.index("#### Measuring time"):]
+    source = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    module = types.ModuleType("docs_measuring_time")
+    exec(compile(source, "docs/plugins.md (Measuring time)", "exec"), module.__dict__)
+    registry = build_registry(extra_plugins=[module])
+    metric = check_metric("rtf-by-length", {"utterances": 4, "runs": 6}, bench=replace(kdbench_bench, registry=registry),
+                          plugin="docs_measuring_time")
+    assert metric.scope == "model"
 
 
 # ---- the kit on a deliberately broken plugin ------------------------------------------------
@@ -368,8 +405,11 @@ def _install_metadata_only(package: Path, site: Path) -> None:
     except ImportError:  # Python 3.10
         from pip._vendor import tomli as tomllib
     project = tomllib.loads((package / "pyproject.toml").read_text())
-    meta, (module,) = project["project"], project["tool"]["setuptools"]["py-modules"]
-    shutil.copy(package / f"{module}.py", site)
+    meta, layout = project["project"], project["tool"]["setuptools"]
+    for module in layout.get("py-modules", []):
+        shutil.copy(package / f"{module}.py", site)
+    for module in layout.get("packages", []):
+        shutil.copytree(package / module, site / module)
     info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
@@ -389,6 +429,9 @@ def installed(tmp_path_factory):
     for kind in KINDS:
         if kind != "student":
             new_plugin(f"demo-{kind}", kind, work / "gen")
+    several = CliRunner().invoke(main, ["plugin", "new", "trio", "--kind", "loss", "--kind", "metric", "--kind",
+                                        "student", "--dir", str(work / "gen")], catch_exceptions=False)
+    assert several.exit_code == 0, several.output
     # a copy, so the build leaves no build/ or *.egg-info in the repository
     example = shutil.copytree(EXAMPLE, work / EXAMPLE.name, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     site = work / "site"
@@ -398,7 +441,8 @@ def installed(tmp_path_factory):
     for kind in KINDS:
         if kind != "student":
             _install_metadata_only(work / "gen" / f"kdbench-demo-{kind}", site)
-    return work, site, example, created.output
+    _install_metadata_only(work / "gen" / "kdbench-trio", site)
+    return work, site, example, created.output + several.output
 
 
 def test_plugin_new_writes_a_package(installed):
@@ -409,6 +453,20 @@ def test_plugin_new_writes_a_package(installed):
         "pyproject.toml", "README.md", "kdbench_whisper.py", "tests/test_kdbench_whisper.py"}
     assert '[project.entry-points.kdbench]\nwhisper = "kdbench_whisper"' in (root / "pyproject.toml").read_text()
     assert (site / "kdbench_whisper-0.1.0.dist-info" / "entry_points.txt").is_file()  # pip built and installed it
+
+
+def test_plugin_new_writes_several_kinds_into_one_package(installed):
+    work, _, _, output = installed
+    root = work / "gen" / "kdbench-trio"
+    assert f"created {root}/ with the loss 'trio-loss', the metric 'trio-metric', the student 'trio-student'" in output
+    assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == {
+        "pyproject.toml", "README.md", "kdbench_trio/__init__.py", "kdbench_trio/loss.py", "kdbench_trio/metric.py",
+        "kdbench_trio/student.py", "tests/test_kdbench_trio.py"}
+    hooks = (root / "kdbench_trio" / "__init__.py").read_text()
+    assert hooks.count("@hookimpl") == 3 and 'register("trio-metric", TrioMetric' in hooks
+    assert 'packages = ["kdbench_trio"]' in (root / "pyproject.toml").read_text()
+    tests = (root / "tests" / "test_kdbench_trio.py").read_text()
+    assert 'check_loss("trio-loss", plugin="trio")' in tests and 'check_student("trio-student", plugin="trio")' in tests
 
 
 def test_plugin_new_refuses_bad_names_and_existing_packages(tmp_path):
@@ -424,7 +482,7 @@ def test_generated_and_example_tests_pass_once_installed(installed):
     test_dirs = sorted(str(p) for p in (work / "gen").glob("kdbench-*/tests")) + [str(example / "tests")]
     result = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *test_dirs], cwd=work, site=site)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert f"{2 * len(KINDS) + 4} passed" in result.stdout
+    assert f"{2 * len(KINDS) + 4 + 4} passed" in result.stdout  # the trio: loading and its three components
 
 
 def test_kdbench_plugins_lists_installed_plugins_with_versions_and_hooks(installed):
@@ -439,6 +497,7 @@ def test_kdbench_plugins_lists_installed_plugins_with_versions_and_hooks(install
     for kind in KINDS:
         if kind != "student":
             assert rows[f"demo_{kind}"][:2] == [f"kdbench-demo-{kind}", "0.1.0"], kind
+    assert rows["trio"] == ["kdbench-trio", "0.1.0", "register_students, register_losses, register_metrics"]
 
 
 def test_example_suite_runs_end_to_end(installed, fsdd_root, shared_cache):
