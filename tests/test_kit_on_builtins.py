@@ -79,13 +79,7 @@ INPUTS = {("losses", "wave-ce"): CLASS_VOCODER_INPUTS, ("losses", "wave-class-kd
 
 #: known non-conformance, to fix in the component (strict: the test fails once it is fixed,
 #: so the entry is removed)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    # torchaudio's Conformer convolution module normalises with BatchNorm1d over every frame of
-    # the padded batch, padding included (the kit's normalisation check); the fix (a BatchNorm
-    # over valid frames only) changes how the model trains, so it comes with a version bump
-    **{(kind, "conformer-ctc"): "BatchNorm statistics over padded frames in torchaudio's Conformer "
-                                "convolution module" for kind in ("students", "teachers")},
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 COMPONENTS = sorted((c.plugin, kind, c.name) for kind in CHECKS for c in REGISTRY.qualified[kind].values()
                     if c.plugin in BUILTIN_PLUGINS)

@@ -58,10 +58,38 @@ class PaddingMasked(nn.Module):
         return self.inner(x)
 
 
+class ValidFramesBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics (and running averages) come from valid frames only.
+    torchaudio's conformer convolution module normalises over every frame of the padded batch,
+    so in training an utterance's output moved with its batch-mates' padding (the plugin kit's
+    normalisation check). Same parameters and buffers as the module it replaces, so a state dict
+    keeps its keys."""
+
+    keep: torch.Tensor | None = None  # (batch, 1, time), set by the model per forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.keep is None or self.keep.shape[-1] != x.shape[-1]:
+            return super().forward(x)  # inference: running statistics, frame by frame
+        valid = self.keep[:, 0, :].bool()
+        frames = x.transpose(1, 2)  # (batch, time, channels)
+        out = torch.zeros_like(frames)
+        out[valid] = super().forward(frames[valid])  # (valid frames, channels)
+        return out.transpose(1, 2)
+
+    @classmethod
+    def replacing(cls, norm: nn.BatchNorm1d) -> "ValidFramesBatchNorm":
+        new = cls(norm.num_features, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                  track_running_stats=norm.track_running_stats)
+        new.load_state_dict(norm.state_dict())
+        return new
+
+
 class ConformerCtc(Model):
     """Conformer encoder (torchaudio.models.Conformer) with a CTC head."""
 
-    version = 2  # 2: padding masked inside the model (outputs independent of batch-mates)
+    # 2: padding masked inside the model (outputs independent of batch-mates); 3: and the
+    # convolution module's BatchNorm takes its training statistics over valid frames only
+    version = 3
 
     class Options(Options):
         d_model: int = Field(144, ge=8)
@@ -79,11 +107,13 @@ class ConformerCtc(Model):
         self.conformer = torchaudio.models.Conformer(
             input_dim=o.d_model, num_heads=o.heads, ffn_dim=o.ffn_dim, num_layers=o.layers,
             depthwise_conv_kernel_size=o.kernel_size, dropout=o.dropout)
-        self.depthwise = []
+        self.masked = []  # the modules that need the valid frames of each forward
         for layer in self.conformer.conformer_layers:
             masked = PaddingMasked(layer.conv_module.sequential[2])  # the depthwise convolution
             layer.conv_module.sequential[2] = masked
-            self.depthwise.append(masked)
+            norm = ValidFramesBatchNorm.replacing(layer.conv_module.sequential[3])
+            layer.conv_module.sequential[3] = norm
+            self.masked += [masked, norm]
         self.head = nn.Linear(o.d_model, model_spec.output_dim)
         self.hidden_dims = {"encoder": o.d_model, **{f"layer{i + 1}": o.d_model for i in range(o.layers)}}
 
@@ -92,7 +122,7 @@ class ConformerCtc(Model):
         pad = ~_padding_mask(lengths, x.shape[1])
         hidden = {}
         keep = (~pad).unsqueeze(1).to(x.dtype)
-        for masked in self.depthwise:
+        for masked in self.masked:
             masked.keep = keep
         x = x.transpose(0, 1)  # the layers take (time, batch, dim)
         for i, layer in enumerate(self.conformer.conformer_layers):
