@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdbench.errors import PluginError, SuiteError, UnknownComponentError
+from kdbench.errors import CheckpointError, PluginError, SuiteError, UnknownComponentError
 from kdbench.hashing import stable_hash
 from kdbench.options import Options
 from kdbench.plugins import Component, Registry, _one_line
@@ -383,9 +383,19 @@ def resolve_suite(suite: Suite, registry: Registry, path: str | Path = "<suite>"
             raise SuiteError(f"{path}: {key}: {dup!r} appears twice; give one a distinct 'label'")
     fields["teacher_losses"] = [_teacher_loss(path, registry, fields["task"], ref, i)
                                 for i, ref in enumerate(suite.teachers)]
+    _check_checkpoints(path, suite)
     rs = ResolvedSuite(path=path, suite=suite, **fields)
     _check_against_suite(rs)
     return rs
+
+
+def _check_checkpoints(path: Path, suite: Suite) -> None:
+    """A checkpoint that is not a file is named here: by `validate`, and before a run trains anything."""
+    for key in ("teachers", "references"):
+        for i, ref in enumerate(getattr(suite, key)):
+            if ref.checkpoint is not None and not ref.checkpoint.is_file():
+                problem = "is a folder, not a file" if ref.checkpoint.is_dir() else "no such file"
+                raise CheckpointError(f"{path}: {key}[{i}].checkpoint: {problem}: {ref.checkpoint}")
 
 
 def load_suite(path: str | Path, registry: Registry) -> ResolvedSuite:
