@@ -39,6 +39,8 @@ ERROR = "kdbench.error"
 TRACEBACK = "kdbench.traceback"
 PROVIDER = "kdbench.provider."  # + role of the component (student, loss, target, ...): who implemented it
 METRIC = "kdbench.metric."  # + "<metric>.meta" (its declared semantics) or "<metric>.coverage"
+TRACK_KEY = "kdbench.track_key"  # what a run is within its parent, so a rerun finds it (kdbench.tracking)
+OWNER = "kdbench.owner."  # + host, pid, started: the process writing the run (kdbench.owner)
 
 #: one leaderboard row: these, then the provenance, tell rows apart (seeds fold into a row)
 IDENTITY = ("suite", "role", "model", "teacher", "loss", "target")
