@@ -1,5 +1,14 @@
 """MLflow tracking: one parent run per suite invocation, a child per distillation (or teacher),
-and a grandchild per target evaluation, so targets added later nest under the same model."""
+and a grandchild per target evaluation, so targets added later nest under the same model.
+
+Runs are idempotent by key: the runner names what each run is (``start(..., key=...)``), and a
+rerun finds the run it logged before under the same parent instead of logging it again. A
+FINISHED one is reused as it is (nothing new is logged to it); one that a killed process left
+behind is resumed. Every run records the process writing it (host, pid, start time), so a run
+left RUNNING by a process that has ended is told apart from one that is still being written:
+the first is marked KILLED when the store is opened (and resumed if a rerun asks for it), the
+second is never touched, so two invocations of one suite at once both work.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from kdbench import records
 from kdbench.errors import TrackingError, TrackingUnreachable
+from kdbench.hashing import stable_hash
+from kdbench.owner import Owner
 
 T = TypeVar("T")
 
@@ -69,13 +81,62 @@ def _unreachable(uri: str, exc: BaseException) -> bool:
         return False
     text = str(exc)
     return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
-                                   "Failed to establish", "timed out", "Name or service not known"))
+                                   "Failed to establish", "timed out", "Name or service not known",
+                                   "Connection aborted", "RemoteDisconnected", "Connection reset"))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve()
+    return None
 
 
 def _sqlite_dir(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).resolve().parent
-    return None
+    path = _sqlite_path(uri)
+    return path.parent if path else None
+
+
+#: How long a silent tracking server is waited for: MLflow's defaults (7 retries, backoff factor
+#: 2, 120 s timeout) block a suite for about 4 minutes per call before kdbench can fall back to
+#: the spool. 2 retries with backoff 1 (sleeps of 0-1 s, then 2-3 s, with MLflow's jitter) notice a
+#: server that is down within a few seconds; the 20 s timeout still lets a busy server answer
+#: and a checkpoint upload finish. (And no "View run" line from MLflow per finished run: kdbench
+#: prints one link to the experiment.) A variable the user set is kept.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def bound_http_retries(uri: str) -> None:
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(name, value)  # MLflow reads them at every request
+
+
+def store_lock(uri: str):
+    """A lock shared by every kdbench process on this host that writes ``uri``: held while
+    MLflow creates a new sqlite store's schema (two processes creating it at once fail with
+    "table ... already exists"), and while a run is looked up and claimed by key (two processes
+    must not both resume one abandoned run)."""
+    from filelock import FileLock  # torch's dependency, so always installed with kdbench
+
+    db = _sqlite_path(uri)
+    path = (db.with_name(db.name + ".lock") if db else
+            Path(tempfile.gettempdir()) / f"kdbench-tracking-{stable_hash(uri)}.lock")
+    return FileLock(str(path), timeout=600)
+
+
+def _owner_tags(owner: Owner) -> dict[str, str]:
+    return {records.OWNER + k: str(v) for k, v in owner.as_dict().items()}
+
+
+def _owner_of(tags: dict[str, str]) -> Owner | None:
+    return Owner.from_dict({k[len(records.OWNER):]: v for k, v in tags.items() if k.startswith(records.OWNER)})
+
+
+def key_tag(key: str) -> str:
+    """The tag value a run's key is stored as: a hash, so any label may be part of a key and the
+    value is always safe inside a search filter."""
+    return stable_hash(key)
 
 
 # MLflow 3 opens an experiment on its GenAI "Traces" overview, where training runs are hidden.
@@ -106,6 +167,7 @@ def open_store(uri: str):
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow_logs()
+    bound_http_retries(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise TrackingError(f"no MLflow tracking store at {uri} (run a suite first, or pass --tracking-uri)")
     try:
@@ -129,18 +191,29 @@ def experiment_for(client, suite: str | None, experiment: str | None, uri: str) 
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str):
+    """Writes runs to an MLflow store. ``ended``: writers known to have ended wherever they ran
+    (a spooled session's, when ``kdbench sync`` uploads it), whose runs may be resumed."""
+
+    def __init__(self, uri: str, experiment: str, ended: Iterable[Owner] = ()):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        sqlite_dir = _sqlite_dir(uri)
-        if sqlite_dir:
-            sqlite_dir.mkdir(parents=True, exist_ok=True)
-        _quiet_mlflow_logs()
         self.experiment = experiment
+        self.owner = Owner.me()
+        self.ended = set(ended)
+        self.done: set[str] = set()  # runs found FINISHED: complete already, every call on them is a no-op
+        self.open: dict[str, dict[str, Any]] = {}  # runs started or resumed here and not finished yet
+        _quiet_mlflow_logs()
+        bound_http_retries(uri)
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            self.experiment_id = with_retry(lambda: self._experiment_id(experiment, sqlite_dir))
+            sqlite_dir = _sqlite_dir(uri)
+            if sqlite_dir:
+                sqlite_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = store_lock(uri)
+            with self._lock:
+                self.client = MlflowClient(tracking_uri=uri)
+                self.experiment_id = with_retry(lambda: self._experiment_id(experiment, sqlite_dir))
+                self._mark_abandoned()
         except Exception as exc:  # mlflow raises many types; the user needs one line
             if _unreachable(uri, exc):
                 raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable: {_first_line(exc)}") from None
@@ -163,18 +236,81 @@ class Tracker:
             self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return existing.experiment_id
 
-    def start(self, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None) -> str:
-        tags = dict(tags or {})
-        tags["mlflow.runName"] = name
+    def _call(self, fn: Callable[[], T]) -> T:
+        """One store call: "database is locked" is retried; a server that stopped answering is
+        TrackingUnreachable, so the caller can go on in the spool."""
+        try:
+            return with_retry(fn)
+        except Exception as exc:
+            if _unreachable(self.uri, exc):
+                raise TrackingUnreachable(f"MLflow tracking server {self.uri} stopped answering: "
+                                          f"{_first_line(exc)}") from None
+            raise
+
+    def _abandoned(self, tags: dict[str, str]) -> bool:
+        owner = _owner_of(tags)
+        return owner is not None and (owner in self.ended or (owner != self.owner and owner.ended()))
+
+    def _mark_abandoned(self) -> None:
+        """Nothing stays RUNNING forever: a run whose writer has ended (killed) is marked KILLED.
+        Runs of a live process, or of another host that cannot be checked from here, are left alone."""
+        from mlflow.entities import ViewType
+
+        running = self._call(lambda: self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                                             run_view_type=ViewType.ACTIVE_ONLY, max_results=5000))
+        for run in running:
+            if self._abandoned(run.data.tags):
+                self._call(lambda: self.client.set_terminated(run.info.run_id, "KILLED"))
+
+    def _find(self, key: str, parent_id: str | None):
+        """The run logged before under this key and parent: the newest FINISHED one, else the
+        newest one a rerun may resume (KILLED, FAILED, or RUNNING for a writer that has ended)."""
+        runs = self._call(lambda: self.client.search_runs(
+            [self.experiment_id], f"tags.`{records.TRACK_KEY}` = '{key_tag(key)}'",
+            order_by=["attributes.start_time DESC"], max_results=1000))
+        runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        if finished:
+            return finished[0]
+        return next((r for r in runs if r.info.status in ("KILLED", "FAILED")
+                     or (r.info.status == "RUNNING" and self._abandoned(r.data.tags))), None)
+
+    def start(self, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None,
+              key: str | None = None, start_time: int | None = None) -> str:
+        """A run named ``name`` under ``parent_id``. With a ``key``, the run logged before under
+        it is reused or resumed rather than logged twice; ``start_time`` (ms) backdates it (a
+        spooled run keeps the time it ran)."""
+        given = dict(tags or {})
+        tags = {**given, "mlflow.runName": name, **_owner_tags(self.owner)}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        return with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name)).info.run_id
+        if key is not None:
+            tags[records.TRACK_KEY] = key_tag(key)
+        with self._lock:  # looked up and claimed atomically among this host's processes
+            found = self._find(key, parent_id) if key is not None else None
+            if found is None:
+                run_id = self._call(lambda: self.client.create_run(self.experiment_id, start_time=start_time,
+                                                                   tags=tags, run_name=name)).info.run_id
+            elif found.info.status == "FINISHED":
+                self.done.add(found.info.run_id)
+                return found.info.run_id
+            else:  # resumed: this process writes it now
+                run_id = found.info.run_id
+                self._call(lambda: self.client.update_run(run_id, status="RUNNING"))
+                self.log(run_id, tags=_owner_tags(self.owner))
+        self.open[run_id] = {"name": name, "parent_id": parent_id, "tags": given, "key": key}
+        return run_id
 
     def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-            tags: dict[str, Any] | None = None, steps: Iterable[tuple[str, int, float]] = ()) -> None:
+            tags: dict[str, Any] | None = None, steps: Iterable[tuple[str, int, float]] = (),
+            timestamp: int | None = None) -> None:
+        """``timestamp`` (ms): when the values were measured. A spooled log replayed twice (a
+        ``sync`` resumed after a kill) then writes identical metric rows, which MLflow keeps once."""
         from mlflow.entities import Metric, Param, RunTag
 
-        now = int(time.time() * 1000)
+        if run_id in self.done:
+            return
+        now = timestamp or int(time.time() * 1000)
         metric_rows = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
         metric_rows += [Metric(k, float(v), now, step) for k, step, v in steps]
         param_rows = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
@@ -182,19 +318,29 @@ class Tracker:
         # MLflow caps one batch at 1000 metrics, 100 params and 100 tags
         for i in range(0, len(metric_rows), 1000):
             batch = metric_rows[i:i + 1000]
-            with_retry(lambda: self.client.log_batch(run_id, metrics=batch))
+            self._call(lambda: self.client.log_batch(run_id, metrics=batch))
         for i in range(0, max(len(param_rows), len(tag_rows)), 100):
             params_, tags_ = param_rows[i:i + 100], tag_rows[i:i + 100]
-            with_retry(lambda: self.client.log_batch(run_id, params=params_, tags=tags_))
+            self._call(lambda: self.client.log_batch(run_id, params=params_, tags=tags_))
 
     def artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), subdir)
+        if run_id not in self.done:
+            self._call(lambda: self.client.log_artifact(run_id, str(path), subdir))
 
     def artifact_as(self, run_id: str, path: Path, name: str, subdir: str | None = None) -> None:
         """Log ``path`` under another file name (e.g. ``scores-<key>.json`` as ``scores.json``)."""
+        if run_id in self.done:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(path, Path(tmp) / name)
-            self.client.log_artifact(run_id, str(Path(tmp) / name), subdir)
+            self._call(lambda: self.client.log_artifact(run_id, str(Path(tmp) / name), subdir))
 
-    def finish(self, run_id: str, ok: bool = True) -> None:
-        with_retry(lambda: self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))
+    def finish(self, run_id: str, ok: bool = True, status: str | None = None, end_time: int | None = None) -> None:
+        """FINISHED (or FAILED when not ``ok``); ``status`` says otherwise (KILLED)."""
+        if run_id in self.done:
+            return
+        self._call(lambda: self.client.set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"), end_time))
+        self.open.pop(run_id, None)
+
+    def close(self) -> None:
+        """Nothing to close: every call was written when made (a SpoolTracker's session is closed)."""
