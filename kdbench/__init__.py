@@ -47,15 +47,15 @@ _API = {
     "MetricMeta": "kdbench.records",
     **dict.fromkeys(("KdbenchError", "SuiteError", "UnknownComponentError", "AmbiguousComponentError", "PluginError",
                      "DataError", "CheckpointError", "TargetError", "TrackingError", "TrackingUnreachable",
-                     "BaselineError", "RegressionFound", "RunFailed"), "kdbench.errors"),
+                     "BaselineError", "RegressionFound", "RunFailed", "StorageError"), "kdbench.errors"),
 }
 
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real classes; at run time they load lazily
     from kdbench.errors import (AmbiguousComponentError, BaselineError, CheckpointError, DataError, KdbenchError,
-                                PluginError, RegressionFound, RunFailed, SuiteError, TargetError, TrackingError,
-                                TrackingUnreachable, UnknownComponentError)
+                                PluginError, RegressionFound, RunFailed, StorageError, SuiteError, TargetError,
+                                TrackingError, TrackingUnreachable, UnknownComponentError)
     from kdbench.evaluation import Deployable
     from kdbench.hookspecs import hookimpl
     from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, Loss,
