@@ -120,8 +120,8 @@ def store_lock(uri: str):
     from filelock import FileLock  # torch's dependency, so always installed with kdbench
 
     db = _sqlite_path(uri)
-    path = (db.with_name(db.name + ".lock") if db else
-            Path(tempfile.gettempdir()) / f"kdbench-tracking-{stable_hash(uri)}.lock")
+    # a server's stores share one lock file per host (held for moments), not one file per address
+    path = db.with_name(db.name + ".lock") if db else Path(tempfile.gettempdir()) / "kdbench-tracking.lock"
     return FileLock(str(path), timeout=600)
 
 
