@@ -133,9 +133,9 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     from kdbench.cache import Cache
     from kdbench.runner import Runner
     from kdbench.suite import load_suite
-    from kdbench.errors import TrackingUnreachable
-    from kdbench.spool import SpoolTracker
-    from kdbench.tracking import Tracker, resolve_tracking_uri
+    from kdbench.preflight import check_writable, sqlite_folder, storage_error
+    from kdbench.spool import open_tracker
+    from kdbench.tracking import resolve_tracking_uri
 
     registry = _registry()
     _warn_problems(registry)
@@ -143,24 +143,39 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     if baseline is not None:
         from kdbench.regression import load as load_baseline
 
-        load_baseline(baseline)  # a broken baseline should fail before an hour of training, not after
+        # a broken baseline, or another suite's, should fail before an hour of training, not after
+        meant_for = load_baseline(baseline).get("suite")
+        if meant_for and meant_for != rs.name:
+            from kdbench.errors import BaselineError
+
+            raise BaselineError(f"{baseline}: baseline is for suite {meant_for!r}, not {rs.name!r}")
+    cache = Cache(cache_dir)
+    uri = None if no_tracking else resolve_tracking_uri(tracking_uri, rs.suite.tracking.uri)
+    check_writable({"results folder": Path(results_dir) / rs.name, "cache": cache.root,
+                    "tracking store's folder": sqlite_folder(uri), "spool folder": Path(results_dir) / "spool"})
     tracker = None
     if not no_tracking:
-        uri = resolve_tracking_uri(tracking_uri, rs.suite.tracking.uri)
         experiment = rs.suite.tracking.experiment or f"kdbench-{rs.name}"
-        try:
-            tracker = Tracker(uri, experiment)
-            console.print(f"[dim]tracking to {uri} (experiment {experiment})[/]")
-        except TrackingUnreachable as exc:
-            # the results must not be lost because a server is down: keep them locally
-            tracker = SpoolTracker(Path(results_dir) / "spool", uri, experiment)
-            err_console.print(f"[yellow]warning:[/] {exc}; tracking to {tracker.dir} instead "
+
+        def spooling(exc, session):  # at start or mid-run: the results must not be lost, keep them locally
+            err_console.print(f"[yellow]warning:[/] {exc}; tracking to {session} instead "
                               f"(upload later with `kdbench sync --results-dir {results_dir}`)",
                               highlight=False, soft_wrap=True)
+
+        tracker = open_tracker(uri, experiment, Path(results_dir) / "spool", spooling)
+        if tracker.client is not None:
+            console.print(f"[dim]tracking to {uri} (experiment {experiment})[/]")
     with RichProgress(console) as progress:
-        runner = Runner(rs, registry, cache=Cache(cache_dir), results_root=results_dir, tracker=tracker,
+        runner = Runner(rs, registry, cache=cache, results_root=results_dir, tracker=tracker,
                         force=force, force_teachers=force_teachers, reevaluate=reevaluate, progress=progress)
-        result = runner.run()
+        try:
+            result = runner.run()
+        except OSError as exc:  # the disk filled (or went read-only) during the run: one line
+            if storage_error(exc) is None:
+                raise
+            raise storage_error(exc) from None
+    if tracker is not None:
+        tracker.close()  # a spool session is complete: `kdbench sync` may upload it now
     # A summary that fits a terminal (as `kdbench leaderboard` prints it); every column is in the
     # files listed under it.
     console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(result.board)}\n",
@@ -181,10 +196,13 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     elif baseline is not None:
         err_console.print(f"[yellow]warning:[/] not compared with {baseline}: the results are not in a tracking store "
                           "(run `kdbench sync`, then `kdbench compare`)", highlight=False, soft_wrap=True)
+    for row in result.failures:
+        seed = None if row.seed is None else f"seed {row.seed}"  # a teacher's or a reference's row has none
+        what = " · ".join(part for part in (row.model, row.loss, seed) if part)
+        err_console.print(f"[red]failed[/] {what} @ {row.target}: {row.error}", highlight=False, soft_wrap=True)
+    if runner.write_error is not None:  # the leaderboard files could not be written; the runs are kept
+        raise storage_error(runner.write_error)
     if result.failures:
-        for row in result.failures:
-            err_console.print(f"[red]failed[/] {row.model} · {row.loss} · seed {row.seed} @ {row.target}: {row.error}",
-                              highlight=False)
         raise RunFailed(f"{len(result.failures)} of {len(result.rows)} rows failed; the others are in the leaderboard")
 
 
@@ -207,9 +225,17 @@ def validate(suites):
 
 @main.command()
 @click.option("--components/--no-components", default=True, help="Also list every registered component.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also each component's options (type, default, bounds) and each model's hidden layers.")
+@click.option("--strict", is_flag=True, help="Exit 3 if any plugin had a load problem (for CI).")
+@click.option("--traceback", "tracebacks", is_flag=True,
+              help="Print each load problem's full traceback (any command: KDBENCH_TRACEBACK=1).")
 @_handle_errors
-def plugins(components):
+def plugins(components, verbose, strict, tracebacks):
     """List loaded plugins, their versions and hooks (KDBENCH_LOAD_PLUGINS selects which load)."""
+    from kdbench.errors import PluginError
+    from kdbench.plugins import describe
+
     registry = _registry()
     table = Table(title="plugins")
     for col in ("plugin", "distribution", "version", "hooks"):
@@ -226,7 +252,13 @@ def plugins(components):
                 c = comps[name]
                 table.add_row(kind, name, c.plugin, c.summary)
         console.print(table)
-    _warn_problems(registry)
+    if verbose:
+        for kind, comps in registry.components.items():
+            for name in sorted(comps):
+                console.print(f"\n{describe(comps[name])}", markup=False, highlight=False, soft_wrap=True)
+    _warn_problems(registry, tracebacks)
+    if strict and registry.problems:
+        raise PluginError(f"{len(registry.problems)} plugin load problem(s), listed above (--strict)")
 
 
 @main.command()
@@ -252,9 +284,13 @@ def targets():
     _warn_problems(registry)
 
 
-def _warn_problems(registry):
+def _warn_problems(registry, tracebacks=False):
+    from kdbench.plugins import show_tracebacks
+
     for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+        if (tracebacks or show_tracebacks()) and problem in registry.tracebacks:
+            err_console.print(registry.tracebacks[problem], markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def _print_report_paths(paths: list[Path]) -> None:
@@ -336,14 +372,23 @@ def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, ref
     every evaluation run in the tracking store, from this machine or another."""
     from kdbench.board import build, display, render, write_all
     from kdbench.cache import Cache
+    from kdbench.errors import StorageError
+    from kdbench.preflight import check_writable
     from kdbench.tracking import experiment_for, open_store
 
     order = _target_order(suite)
     suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
     client = open_store(uri)
+    cache_dir = Cache(None).root / "mlflow-runs"
+    try:
+        check_writable({"cache": cache_dir})
+    except StorageError as exc:  # the local copy only saves time: read everything from the store
+        err_console.print(f"[yellow]warning:[/] {exc}; reading every run from the store", highlight=False,
+                          soft_wrap=True)
+        cache_dir = None
     board = build(client, experiment_for(client, suite, experiment, uri), suite, target=target,
                   min_coverage=min_coverage, metric=metric, bootstrap=not no_bootstrap,
-                  cache_dir=Cache(None).root / "mlflow-runs", refresh=refresh, target_order=order)
+                  cache_dir=cache_dir, refresh=refresh, target_order=order)
     if board.empty:
         on = f" on target {target}" if target else ""
         err_console.print(f"no finished evaluation runs for {suite or 'any suite'}{on} in {uri}", highlight=False)
@@ -459,15 +504,30 @@ def baseline_update(suite, baseline_path, tracking_uri, experiment):
 @_handle_errors
 def sync(results_dir, tracking_uri):
     """Upload runs that were tracked locally while the MLflow store was unreachable."""
+    from kdbench.errors import TrackingError
     from kdbench.spool import pending, sync_session
 
     sessions = pending(Path(results_dir) / "spool")
     if not sessions:
         console.print("nothing to sync", highlight=False)
         return
+    failed = 0
     for session in sessions:
-        report = sync_session(session, tracking_uri)
-        console.print(f"synced {session.name}: {report.runs} run(s) to {report.uri}", highlight=False)
+        try:
+            report = sync_session(session, tracking_uri)
+        except TrackingError as exc:  # one broken session must not keep the others from uploading
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            failed += 1
+            continue
+        for warning in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if report.skipped:
+            console.print(f"left {session.name} pending: {report.skipped}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"synced {session.name}: {report.runs} run(s) to {report.uri}", highlight=False)
+    if failed:
+        raise TrackingError(f"{failed} of {len(sessions)} spooled session(s) not uploaded; "
+                            "rerun `kdbench sync` to resume")
 
 
 @main.group()
@@ -483,22 +543,46 @@ def _plugin_kinds():
 
 @plugin.command("new")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(_plugin_kinds()), default="student", show_default=True,
-              help="The component the package registers.")
+@click.option("--kind", "kinds", type=click.Choice(_plugin_kinds()), multiple=True, show_default=True,
+              help="A component the package registers; repeat for several in one package "
+                   "(--kind loss --kind metric). Default: student.")
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("."), show_default=True,
               help="Where to create kdbench-NAME/.")
 @_handle_errors
-def new(name, kind, directory):
-    """Create kdbench-NAME/: pyproject.toml declaring the `kdbench` entry point, one module
-    registering a working KIND through its hook, a README and a conformance test."""
+def new(name, kinds, directory):
+    """Create kdbench-NAME/: pyproject.toml declaring the `kdbench` entry point, a module
+    registering a working component of each KIND through its hook (a package of one module per
+    kind when there are several), a README and a conformance test per component."""
     from kdbench.scaffold import new_plugin
 
-    root = new_plugin(name, kind, directory)
+    kinds = list(dict.fromkeys(kinds)) or ["student"]
+    root = new_plugin(name, kinds, directory)
+    short = root.name.removeprefix("kdbench-")
+    made = ", ".join(f"the {kind} '{short}-{kind}'" for kind in kinds)
     # markup=False: paths and pip's '[test]' are not rich markup
-    console.print(f"created {root}/ with the {kind} '{root.name.removeprefix('kdbench-')}-{kind}'",
-                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"created {root}/ with {made}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"next:\n  pip install -e '{root}[test]'\n  pytest {root}\n  kdbench plugins",
                   markup=False, highlight=False, soft_wrap=True)
+
+
+@plugin.command("show")
+@click.argument("name")
+@_handle_errors
+def show(name):
+    """What a suite can give component NAME (``plugin:name`` when two plugins register it): its
+    options with types, defaults and bounds, and for a model its hidden layers and their widths."""
+    from kdbench.errors import UnknownComponentError
+    from kdbench.plugins import describe
+    from kdbench.suggest import unknown_name_message
+
+    registry = _registry()
+    found = [c for kind in registry.qualified for key, c in sorted(registry.qualified[kind].items())
+             if name in (key, c.name)]
+    if not found:
+        names = sorted({c.name for kind in registry.qualified for c in registry.qualified[kind].values()})
+        raise UnknownComponentError(unknown_name_message("component", name, names))
+    console.print("\n\n".join(describe(c) for c in found), markup=False, highlight=False, soft_wrap=True)
+    _warn_problems(registry)
 
 
 if __name__ == "__main__":  # pragma: no cover

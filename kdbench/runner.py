@@ -4,6 +4,7 @@ evaluate every model on every target, track everything, and isolate failures per
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -13,15 +14,16 @@ from typing import Any, Callable
 import torch
 
 from kdbench.board import from_result
-from kdbench.cache import Cache
+from kdbench.cache import Cache, move_aside, read_weights, unreadable
 from kdbench.errors import CheckpointError
 from kdbench.evaluation import evaluate
 from kdbench import records
 from kdbench.hashing import file_hash, stable_hash
 from kdbench.interfaces import Corpus, Model, ModelSpec, Task
-from kdbench.pipeline import InputPipeline
+from kdbench.pipeline import InputPipeline, check_input_lengths
 from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_forcing, teacher_layers
 from kdbench.plugins import Registry
+from kdbench.preflight import WRITE_ERRNOS
 from kdbench.provenance import provenance
 from kdbench.records import MetricMeta, Row, RunIdentity, SuiteResult
 from kdbench.run_store import RunStore
@@ -81,6 +83,7 @@ class Runner:
         self.reevaluate = reevaluate or self.force
         self.progress = progress or Progress()
         self.columns: dict[str, MetricMeta] = {}
+        self.write_error: OSError | None = None  # a report that could not be written (see run)
         self.stats: dict[str, Any] = {"teacher_forward_passes": 0, "teachers_trained": 0,
                                       "students_trained": 0, "runs_reused": 0}
 
@@ -92,6 +95,7 @@ class Runner:
         self.task: Task = rs.task.build()
         self.task.setup(self.corpus)
         self.frontend = rs.frontend.build(corpus_info=self.corpus.info)
+        check_input_lengths(self.corpus, self.frontend)
         augmentations = [a.build(corpus_info=self.corpus.info) for a in rs.augmentations]
         self.base = {
             "data": self.corpus.fingerprint,
@@ -118,7 +122,8 @@ class Runner:
         """Rows of a model that is not distilled in this suite (a teacher, a reference)."""
         identity = RunIdentity(self.rs.name, role, resolved.label, loss=loss.label if loss is not None else "")
         tags = {**identity.tags(), **self._providers(**{role: resolved})}
-        child = self._track_start(f"{role} {resolved.label}", {records.RUN_KIND: role, **tags})
+        child = self._track_start(f"{role} {resolved.label}", {records.RUN_KIND: role, **tags},
+                                  key=f"{role} {resolved.label}")
         key = ""
         try:
             state = obtain()
@@ -159,14 +164,17 @@ class Runner:
         seed_everything(0)  # initial weights from the seed, not from whatever ran before in this process
         model: Model = resolved.build(model_spec=self.model_spec)
         if ref.checkpoint is not None:
+            load_checkpoint(model, ref.checkpoint, f"teachers[{index}].checkpoint")  # first: it names a bad path
             key = records.loaded_model_key("teacher", resolved.config(), file_hash(ref.checkpoint), self.base)
-            load_checkpoint(model, ref.checkpoint, f"teachers[{index}].checkpoint")
             return TeacherState(model, key, resolved.label)
         training = ref.training or self.rs.suite.training
         data = {k: v for k, v in self.base.items() if k != "teacher_outputs"}
         trained_with = self.rs.teacher_losses[index]  # never None without a checkpoint (resolve_suite)
         key = records.trained_teacher_key(resolved.config(), training.model_dump(), data, trained_with.config())
         state = None if self.force_teachers else self.cache.load("teachers", key)
+        if state is not None and not fits(model, state):  # a foreign entry: retrain, not fail every rerun
+            move_aside(self.cache.path("teachers", key), f"not the weights of {resolved.label}")
+            state = None
         if state is not None:
             model.load_state_dict(state)
         else:
@@ -245,7 +253,8 @@ class Runner:
                 records.STUDENT_HASH: records.student_hash(self.base, student, training.model_dump()),
                 **self._providers(student=run.student, loss=run.loss,
                                   teacher=self.rs.teachers[run.teacher] if run.teacher is not None else None)}
-        child = self._track_start(f"student {identity.describe()}", {records.RUN_KIND: "student", **tags})
+        child = self._track_start(f"student {identity.describe()}", {records.RUN_KIND: "student", **tags},
+                                  key=f"student {key}")
         try:
             if run.teacher is not None and teacher is None:
                 raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
@@ -254,9 +263,13 @@ class Runner:
             seed_everything(run.seed)
             model: Model = run.student.build(model_spec=self.model_spec)
             record = None if self.force else self.store.load_training(key)
-            reused = record is not None
+            state = self.store.load_checkpoint(key) if record is not None else None  # unreadable: retrained
+            if state is not None and not fits(model, state):
+                move_aside(self.store.checkpoint_path(key), f"not the weights of {run.student.label}")
+                state = None
+            reused = state is not None
             if reused:
-                load_checkpoint(model, self.store.checkpoint_path(key), "student checkpoint")
+                model.load_state_dict(state)
                 self.stats["runs_reused"] += 1
             else:
                 loss = run.loss.build(student=model, teacher=teacher.model if teacher else None, task=self.task)
@@ -341,8 +354,10 @@ class Runner:
         row.scores_path = scores if scores.exists() else None
         row.audio = [self.store.audio_dir(ev.run_key, target_key) / name for name in record.get("audio", [])]
         if ev.parent:
+            # keyed by what it reports: the same record is found again, a new one (--reevaluate) is new
             grandchild = self.tracker.start(f"{identity.describe()} @ {resolved.label}", ev.parent,
-                                            {records.RUN_KIND: "evaluation", **identity.tags()})
+                                            {records.RUN_KIND: "evaluation", **identity.tags()},
+                                            key=f"evaluation {target_key} {stable_hash(record)}")
             self.tracker.log(grandchild, params=flatten("target", record["target"]), metrics=row.measurements,
                              tags=row.tags)
             for path in self.store.prediction_paths(ev.run_key, target_key):
@@ -360,10 +375,10 @@ class Runner:
         return self.registry.get(kind, name).build(options, **context)
 
     # ---- tracking helpers ---------------------------------------------------------------
-    def _track_start(self, name: str, tags: dict[str, str]) -> str | None:
+    def _track_start(self, name: str, tags: dict[str, str], key: str) -> str | None:
         if not self.tracker:
             return None
-        return self.tracker.start(name, self.parent_run_id, tags)
+        return self.tracker.start(name, self.parent_run_id, tags, key=key)
 
     def _track_finish(self, run_id: str | None, ok: bool, error: str = "", trace: str = "") -> None:
         if run_id and self.tracker:
@@ -384,8 +399,13 @@ class Runner:
         runs = plan_student_runs(self.rs)
         self.parent_run_id = None
         if self.tracker:
+            # a rerun of this suite on this machine and data finds the runs it logged (kdbench.tracking)
+            # and, like the results on disk, reuses them; a forced one (--force, --reevaluate) logs anew
+            key = stable_hash({"suite": self.rs.suite.model_dump(mode="json"), "data": self.corpus.fingerprint,
+                               "host": socket.gethostname(), "fresh": time.time() if self.reevaluate else None})
             self.parent_run_id = self.tracker.start(
-                f"suite {self.rs.name}", tags={records.RUN_KIND: "suite", records.SUITE: self.rs.name, **self.provenance})
+                f"suite {self.rs.name}", tags={records.RUN_KIND: "suite", records.SUITE: self.rs.name, **self.provenance},
+                key=f"suite {key}")
             self.tracker.log(self.parent_run_id, params=flatten("suite", self.rs.suite.model_dump(mode="json")))
         rows: list[Row] = []
         self.teachers: dict[int, TeacherState] = {}
@@ -415,7 +435,13 @@ class Runner:
                              provenance=dict(self.provenance))
         result.board = from_result(result)
         for reporter in self.rs.reporters:
-            result.reports += reporter.build().report(result, self.out_dir, self.rs.name)
+            try:
+                result.reports += reporter.build().report(result, self.out_dir, self.rs.name)
+            except OSError as exc:  # a disk that filled must not lose a finished suite: the CLI still prints it
+                if exc.errno not in WRITE_ERRNOS:
+                    raise
+                exc.filename = exc.filename or str(self.out_dir)  # a plot's write names no file
+                self.write_error = exc
         if self.tracker and self.parent_run_id:
             self.tracker.log(self.parent_run_id, metrics={f"stats.{k}": v for k, v in self.stats.items()
                                                           if isinstance(v, (int, float))})
@@ -447,13 +473,26 @@ def _failed(identity: RunIdentity, run_key: str, target: str, exc: BaseException
                run_key, error=_error_text(exc))
 
 
+def fits(model: torch.nn.Module, state: Any) -> bool:
+    """Whether ``state`` has exactly the model's tensors and shapes (checked before loading:
+    a failed ``load_state_dict`` leaves the model half overwritten)."""
+    own = model.state_dict()
+    return (isinstance(state, dict) and state.keys() == own.keys()
+            and all(isinstance(v, torch.Tensor) and v.shape == own[k].shape
+                    for k, v in state.items() if isinstance(own[k], torch.Tensor)))
+
+
 def load_checkpoint(model: torch.nn.Module, path: Path, what: str) -> None:
+    if not Path(path).is_file():
+        problem = "is a folder, not a file" if Path(path).is_dir() else "no such file"
+        raise CheckpointError(f"{what}: {problem}: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_weights(path)
+    except Exception as exc:
+        raise CheckpointError(f"{what}: cannot load {path}: {unreadable(exc)}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
         model.load_state_dict(state)
-    except FileNotFoundError:
-        raise CheckpointError(f"{what}: no such file {path}") from None
     except Exception as exc:
         raise CheckpointError(f"{what}: cannot load {path}: {_error_text(exc)}") from None
