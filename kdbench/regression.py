@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from kdbench.errors import BaselineError
 from kdbench import records
 from kdbench.records import IDENTITY as _BOARD_IDENTITY, MetricMeta
+from kdbench.yaml_file import read_yaml
 
 SCHEMA = 2
 IDENTITY = tuple(k for k in _BOARD_IDENTITY if k != "suite")  # a baseline file is of one suite
@@ -181,30 +182,14 @@ class BaselineFile(_Strict):
     machines: list[MachineSection]
 
 
-def _read(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no such baseline file (write one with `kdbench baseline update`)") from None
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read baseline: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise BaselineError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BaselineError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-
-
 def load(path: Path) -> dict[str, Any]:
     """The baseline file, validated: every problem is one line naming the file and key."""
     from kdbench.suite import format_location
 
     path = Path(path)
-    data = _read(path)
+    if not path.exists():
+        raise BaselineError(f"{path}: no such baseline file (write one with `kdbench baseline update`)")
+    data = read_yaml(path, "baseline", BaselineError)
     if not isinstance(data, dict):
         raise BaselineError(f"{path}: not a kdbench baseline (expected a mapping with `schema: {SCHEMA}`)")
     schema = data.get("schema")

@@ -1,8 +1,8 @@
 """The suite file: schema, loading, and resolution of every component it names.
 
-Suites are plain data (``yaml.safe_load``: no tags that run code; UTF-8; numbers finite; at
-most ``MAX_VALUES`` values once YAML aliases are expanded). Every error names the file and the key
-path, e.g. ``suites/asr.yaml: losses[1].options.alpha: ...``.
+Suites are plain data, read by ``kdbench.yaml_file`` (``yaml.safe_load``: no tags that run code;
+UTF-8; no alias bombs) with every number finite. Every error names the file and the key path,
+e.g. ``suites/asr.yaml: losses[1].options.alpha: ...``.
 
 Resolution looks every name up in the registry, fills an omitted ``targets``, ``reporters`` or
 ``executor`` with the default a plugin registers for that kind, and then lets each component
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdbench.errors import CheckpointError, PluginError, SuiteError, UnknownComponentError
 from kdbench.hashing import stable_hash
 from kdbench.options import Options
+from kdbench.yaml_file import read_yaml
 from kdbench.plugins import Component, Registry, _one_line
 
 
@@ -212,69 +212,9 @@ def _validation_message(where: str, exc: ValidationError, prefix: tuple[Any, ...
     return f"{where}: {loc}: {msg}{more}"
 
 
-#: A suite is a few hundred values. YAML aliases let a file of a few lines stand for billions
-#: (a "billion laughs"): harmless as loaded (an alias shares its object) until something hashes,
-#: prints or validates the suite item by item, which expands it and exhausts memory.
-MAX_VALUES = 100_000
-
-
-def _expanded_size(data: Any, limit: int) -> int:
-    """How many values ``data`` holds with every alias expanded, counted without expanding it:
-    a container shared by several aliases is counted once and its count reused. ValueError past
-    ``limit``, or for a container that contains itself (``&a [*a]``)."""
-    sizes: dict[int, int] = {}
-
-    def size(node: Any, open_: set[int]) -> int:
-        if not isinstance(node, (dict, list)):
-            return 1
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_:
-            raise ValueError("a YAML alias refers to a value that contains it")
-        open_.add(key)
-        items = [x for kv in node.items() for x in kv] if isinstance(node, dict) else node
-        total = 1
-        for item in items:
-            total += size(item, open_)
-            if total > limit:
-                raise ValueError(f"more than {limit:,} values once its YAML aliases are expanded")
-        open_.discard(key)
-        sizes[key] = total
-        return total
-
-    return size(data, set())
-
-
 def read_suite(path: str | Path) -> Suite:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read suite: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise SuiteError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                         "save the suite as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"{path}:{where} malformed YAML: {problem}") from None
-    except ValueError as exc:  # a scalar PyYAML cannot convert, such as the date 2024-13-01
-        raise SuiteError(f"{path}: malformed YAML: {exc}") from None
-    except RecursionError:
-        raise SuiteError(f"{path}: refused: nested too deeply") from None
-    try:
-        _expanded_size(data, MAX_VALUES)
-    except ValueError as exc:
-        raise SuiteError(f"{path}: refused: {exc}") from None
-    except RecursionError:
-        raise SuiteError(f"{path}: refused: nested too deeply") from None
+    data = read_yaml(path, "suite", SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
     data.setdefault("name", path.stem)
