@@ -149,6 +149,19 @@ def test_both_onnx_runtime_targets_share_one_export_until_the_model_changes(monk
     assert len(exports) == 2
 
 
+def test_an_onnx_artifact_does_not_depend_on_where_kdbench_is_installed():
+    """The dynamo exporter (the conformer's path) wrote each node's source stack trace, with the
+    absolute paths of the installed packages, into the model: a fresh clone elsewhere got another
+    size_mb and failed the nightly gate."""
+    bench = tiny_bench()
+    torch.manual_seed(0)
+    model = bench.registry.get("students", "conformer-ctc").build(
+        {"d_model": 32, "layers": 1, "ffn_dim": 64, "heads": 2}, model_spec=bench.model_spec).eval()
+    prepared = bench.registry.get("targets", "onnxruntime").build().prepare(Deployable(bench.frontend, model).eval())
+    installed = str(Path(torch.__file__).resolve().parents[1]).encode()
+    assert installed not in prepared.onnx_bytes and b"stack_trace" not in prepared.onnx_bytes
+
+
 def test_onnxruntime_int8_is_the_onnxruntime_target_with_quantize_held_on():
     registry = get_registry()
     fp32, int8 = registry.get("targets", "onnxruntime"), registry.get("targets", "onnxruntime-int8")
