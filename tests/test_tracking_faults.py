@@ -243,7 +243,9 @@ def test_server_down_at_start_spools_and_sync_uploads_the_clean_runs(tmp_path, s
 
 
 # ---- sync interrupted, or too early ---------------------------------------------------------------
-def test_sync_killed_half_way_then_rerun_uploads_everything_once(tmp_path, spooled, empty_store):
+def kill_sync_after(fraction, tmp_path, spooled, empty_store):
+    """A real `kdbench sync` of a copy of the spooled session, killed (-9) once ``fraction`` of
+    its operations are uploaded: (results, store uri, session, operations)."""
     results = copy_of(spooled, tmp_path)
     uri = store(tmp_path, empty_store)
     session = session_of(results)
@@ -252,12 +254,17 @@ def test_sync_killed_half_way_then_rerun_uploads_everything_once(tmp_path, spool
     proc = spawn(log, "sync", "--results-dir", results, "--tracking-uri", uri)
     progress = session / "progress.json"
     deadline = time.monotonic() + DEADLINE
-    while not (progress.exists() and json.loads(progress.read_text())["done"] >= total // 2):
+    while not (progress.exists() and json.loads(progress.read_text())["done"] >= int(total * fraction)):
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline
-        time.sleep(0.005)
+        time.sleep(0.002)
     kill9(proc)
-    assert json.loads(progress.read_text())["done"] < total and not (session / "synced").exists()
+    return results, uri, session, total
+
+
+def test_sync_killed_half_way_then_rerun_uploads_everything_once(tmp_path, spooled, empty_store):
+    results, uri, session, total = kill_sync_after(0.5, tmp_path, spooled, empty_store)
+    assert json.loads((session / "progress.json").read_text())["done"] < total and not (session / "synced").exists()
     rerun = cli("sync", "--results-dir", results, "--tracking-uri", uri)
     assert rerun.exit_code == 0 and "synced" in rerun.output, rerun.output
     assert_clean(uri)
@@ -380,17 +387,7 @@ def test_server_killed_mid_run_spools_the_rest_and_sync_completes_it(tmp_path, s
 @pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_sync_killed_at_many_moments_uploads_everything_once(tmp_path, spooled, empty_store, fraction):
-    results = copy_of(spooled, tmp_path)
-    uri = store(tmp_path, empty_store)
-    session = session_of(results)
-    total = len((session / "ops.jsonl").read_text().splitlines())
-    log = tmp_path / "sync.log"
-    proc = spawn(log, "sync", "--results-dir", results, "--tracking-uri", uri)
-    progress = session / "progress.json"
-    while not (progress.exists() and json.loads(progress.read_text())["done"] >= int(total * fraction)):
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.002)
-    kill9(proc)
+    results, uri, _, _ = kill_sync_after(fraction, tmp_path, spooled, empty_store)
     assert cli("sync", "--results-dir", results, "--tracking-uri", uri).exit_code == 0
     assert_clean(uri)
 
