@@ -38,7 +38,7 @@ test-all: setup
 # Re-resolve every dependency (pyproject.toml's ranges + the build backend) for all platforms
 # uv knows, with hashes. Commit the result; setup installs exactly that.
 lock: $(UV)
-	$(UV) pip compile --quiet --universal --python-version 3.10 --generate-hashes --extra test \
+	$(UV) pip compile --quiet --universal --python-version 3.10 --generate-hashes --extra test --extra ray \
 		pyproject.toml requirements/build.in -o requirements/lock.txt
 	$(UV) pip compile --quiet --universal --python-version 3.10 --generate-hashes \
 		requirements/bootstrap.in -o requirements/bootstrap.txt
