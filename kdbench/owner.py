@@ -6,10 +6,16 @@ being written or was abandoned by a killed process. The pid alone cannot tell th
 kernel reuses pids, so the process's start time (and the boot it belongs to) is recorded with
 it, and a pid now held by a younger process counts as ended. A process on another host cannot
 be checked from here, so it is never taken for ended: its runs are left alone.
+
+A job an executor runs in a worker process (kdbench.work) also names the executor's task: an
+executor such as Ray retries a task whose worker died, possibly on another host, and runs one
+attempt of a task at a time. So a run a writer of the same task left behind was written by an
+earlier attempt, which has ended, wherever it ran (``Owner.earlier_attempt_of``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -40,26 +46,46 @@ def _started(pid: int) -> str:
     return f"{_boot_id()}:{stat[1]}" if stat else ""
 
 
+_task = ""  # the executor task this process is running a job of (``in_task``), if any
+
+
+@contextlib.contextmanager
+def in_task(task: str):
+    """While a job of executor task ``task`` (stable across its retries) runs in this process."""
+    global _task
+    before, _task = _task, task
+    try:
+        yield
+    finally:
+        _task = before
+
+
 @dataclass(frozen=True)
 class Owner:
     host: str
     pid: int
     started: str  # "<boot id>:<start ticks>" on Linux, "" where the system cannot say
+    task: str = ""  # the executor task whose job this process is running (see the module doc)
 
     @classmethod
     def me(cls) -> "Owner":
-        return cls(socket.gethostname(), os.getpid(), _started(os.getpid()))
+        return cls(socket.gethostname(), os.getpid(), _started(os.getpid()), _task)
 
     @classmethod
     def from_dict(cls, data: Any) -> "Owner | None":
         """From ``as_dict`` (or run tags read back); None if it does not name a process."""
         try:
-            return cls(str(data["host"]), int(data["pid"]), str(data.get("started", "")))
+            return cls(str(data["host"]), int(data["pid"]), str(data.get("started", "")), str(data.get("task", "")))
         except (KeyError, TypeError, ValueError):
             return None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "task" or v}
+
+    def earlier_attempt_of(self, other: "Owner") -> bool:
+        """Whether this writer was an earlier attempt of ``other``'s executor task: then it has
+        ended, on whichever host it ran."""
+        return bool(self.task) and self.task == other.task and self != other
 
     def ended(self) -> bool:
         """True only when this process is known to be gone: on this host, and its pid is free,

@@ -199,7 +199,6 @@ class Tracker:
 
         self.uri = uri
         self.experiment = experiment
-        self.owner = Owner.me()
         self.ended = set(ended)
         self.done: set[str] = set()  # runs found FINISHED: complete already, every call on them is a no-op
         self.open: dict[str, dict[str, Any]] = {}  # runs started or resumed here and not finished yet
@@ -247,9 +246,15 @@ class Tracker:
                                           f"{_first_line(exc)}") from None
             raise
 
+    @property
+    def owner(self) -> Owner:
+        """This writer now: a worker process runs jobs of several executor tasks in turn."""
+        return Owner.me()
+
     def _abandoned(self, tags: dict[str, str]) -> bool:
-        owner = _owner_of(tags)
-        return owner is not None and (owner in self.ended or (owner != self.owner and owner.ended()))
+        owner, me = _owner_of(tags), self.owner
+        return owner is not None and (owner in self.ended or owner.earlier_attempt_of(me)
+                                      or (owner != me and owner.ended()))
 
     def _mark_abandoned(self) -> None:
         """Nothing stays RUNNING forever: a run whose writer has ended (killed) is marked KILLED.
