@@ -36,7 +36,8 @@ _API = {
     "Options": "kdbench.options",
     "NoOptions": "kdbench.options",
     **dict.fromkeys(("Example", "Corpus", "Batch", "ModelOutput", "ModelSpec", "Model", "Frontend", "Augmentation",
-                     "Task", "Loss", "Measurement", "Evaluation", "Metric", "Target", "Reporter", "Executor"),
+                     "Task", "Loss", "Measurement", "Evaluation", "Metric", "Target", "Reporter", "Executor",
+                     "JobFailed"),
                     "kdbench.interfaces"),
     # what a target's prepare() receives: front end and model as one module
     "Deployable": "kdbench.evaluation",
@@ -47,19 +48,20 @@ _API = {
     "MetricMeta": "kdbench.records",
     **dict.fromkeys(("KdbenchError", "SuiteError", "UnknownComponentError", "AmbiguousComponentError", "PluginError",
                      "DataError", "CheckpointError", "TargetError", "TrackingError", "TrackingUnreachable",
-                     "BaselineError", "RegressionFound", "RunFailed", "StorageError"), "kdbench.errors"),
+                     "BaselineError", "RegressionFound", "RunFailed", "StorageError", "ExecutorError"),
+                    "kdbench.errors"),
 }
 
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real classes; at run time they load lazily
     from kdbench.errors import (AmbiguousComponentError, BaselineError, CheckpointError, DataError, KdbenchError,
-                                PluginError, RegressionFound, RunFailed, StorageError, SuiteError, TargetError,
-                                TrackingError, TrackingUnreachable, UnknownComponentError)
+                                ExecutorError, PluginError, RegressionFound, RunFailed, StorageError, SuiteError,
+                                TargetError, TrackingError, TrackingUnreachable, UnknownComponentError)
     from kdbench.evaluation import Deployable
     from kdbench.hookspecs import hookimpl
-    from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, Loss,
-                                    Measurement, Metric, Model, ModelOutput, ModelSpec, Reporter, Target, Task)
+    from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, JobFailed,
+                                    Loss, Measurement, Metric, Model, ModelOutput, ModelSpec, Reporter, Target, Task)
     from kdbench.layers import check_hint_layers
     from kdbench.options import NoOptions, Options
     from kdbench.records import MetricMeta

@@ -75,6 +75,13 @@ class StorageError(KdbenchError):
     exit_code = 8
 
 
+class ExecutorError(KdbenchError):
+    """The executor cannot run a suite's jobs: its engine is not installed or not reachable, or
+    a machine of the cluster cannot see the folders every job shares."""
+
+    exit_code = 9
+
+
 class RunFailed(KdbenchError):
     """One or more runs of a suite failed; the others finished and were recorded."""
 

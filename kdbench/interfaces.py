@@ -357,7 +357,29 @@ class Reporter(ABC):
         """Publish a results table; return the paths written."""
 
 
+@dataclass
+class JobFailed:
+    """What an executor returns for a job it could not finish: the process doing it died (and
+    its retries did too), not an error of the job's own, which ``fn`` records itself."""
+
+    error: str
+
+
 class Executor(ABC):
+    """Runs a suite's jobs: in this process, or in others (kdbench.work)."""
+
+    #: jobs run in other processes, maybe on other machines: they then track to a tracking
+    #: server (an sqlite file breaks under concurrent writers) and share the cache and results
+    #: folders through a filesystem every machine mounts
+    distributed: bool = False
+
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
-        """Apply ``fn`` to every job; exceptions are captured by ``fn`` itself."""
+        """``[fn(job) for job in jobs]``, in order. ``fn`` records a failing job itself and never
+        raises for one; a job whose process died is ``JobFailed``. ``fn`` pickles (a
+        ``kdbench.work.Work``), so it can run anywhere kdbench is installed. When
+        ``getattr(fn, "exclusive", False)``, the jobs time models: run each with a machine's
+        CPUs to itself (one at a time per machine)."""
+
+    def close(self) -> None:
+        """Called once the suite's jobs are done: release what ``map`` started (a cluster)."""

@@ -72,6 +72,7 @@ def provenance(distributions: Iterable[str] = ()) -> dict[str, str]:
     info = {f"version.{k}": v for k, v in package_versions(distributions).items()}
     info.update({
         "git_commit": git_commit(),
+        "host.name": platform.node(),  # which machine of a cluster measured it (docs/scale-out.md)
         "host.cpu": host_cpu(),
         "host.cores": str(os.cpu_count()),
         "host.torch_threads": str(torch.get_num_threads()),

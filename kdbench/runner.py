@@ -19,7 +19,8 @@ from kdbench.errors import CheckpointError
 from kdbench.evaluation import evaluate
 from kdbench import records
 from kdbench.hashing import file_hash, stable_hash
-from kdbench.interfaces import Corpus, Model, ModelSpec, Task
+from kdbench import work
+from kdbench.interfaces import Corpus, JobFailed, Model, ModelSpec, Task
 from kdbench.pipeline import InputPipeline, check_input_lengths
 from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_forcing, teacher_layers
 from kdbench.plugins import Registry
@@ -31,6 +32,7 @@ from kdbench.suite import Resolved, ResolvedSuite, TrainingConfig
 from kdbench.teacher_outputs import TeacherOutputStore, build_teacher_outputs
 from kdbench.tracking import Tracker, flatten
 from kdbench.training import seed_everything, train
+from kdbench.work import RunnerSpec
 
 
 class Progress:
@@ -64,7 +66,27 @@ class Evaluated:
     tags: dict[str, str]  # identity, hashes and providers, shared by all its evaluations
 
 
-def _error_text(exc: BaseException) -> str:
+@dataclass
+class Trained:
+    """What training one planned run left for its evaluations (picklable: it may cross processes)."""
+
+    key: str
+    child: str | None  # its MLflow run
+    fresh: bool  # the MLflow run is this invocation's (not one a rerun found finished)
+    reused: bool  # the weights were trained before
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # added to the suite's stats
+
+
+@dataclass
+class Measured:
+    rows: list[Row]
+    columns: dict[str, MetricMeta]
+
+
+def _error_text(exc: BaseException | str) -> str:
+    if isinstance(exc, str):
+        return exc
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
@@ -84,6 +106,8 @@ class Runner:
         self.progress = progress or Progress()
         self.columns: dict[str, MetricMeta] = {}
         self.write_error: OSError | None = None  # a report that could not be written (see run)
+        self.spec: RunnerSpec | None = None  # set in a process that works for another's runner (attach)
+        self.teachers: dict[int, TeacherState] = {}
         self.stats: dict[str, Any] = {"teacher_forward_passes": 0, "teachers_trained": 0,
                                       "students_trained": 0, "runs_reused": 0}
 
@@ -158,7 +182,7 @@ class Runner:
         self.teachers[index] = state
         return state
 
-    def _teacher_state(self, index: int) -> TeacherState:
+    def _teacher_state(self, index: int, may_train: bool = True) -> TeacherState:
         ref = self.rs.suite.teachers[index]
         resolved = self.rs.teachers[index]
         seed_everything(0)  # initial weights from the seed, not from whatever ran before in this process
@@ -177,6 +201,9 @@ class Runner:
             state = None
         if state is not None:
             model.load_state_dict(state)
+        elif not may_train:  # a worker: the driver trained it, so the cache should hold it
+            raise RuntimeError(f"teacher {resolved.label!r} is not in the cache {self.cache.root} here: "
+                               "every node must mount the cache folder the suite was started with")
         else:
             loss = trained_with.build(student=model, teacher=None, task=self.task)
             self._train(f"teacher {resolved.label}", model, loss, training, seed=0, teacher=None, copies=None)
@@ -223,7 +250,7 @@ class Runner:
         finally:
             self.progress.stop(handle)
 
-    def _teacher_source(self, teacher: TeacherState, forcing: bool = False) -> tuple[Callable, int | None]:
+    def _teacher_source(self, teacher: TeacherState, forcing: bool, counts: dict[str, int]) -> tuple[Callable, int | None]:
         """Cached mode: look up stored outputs of the replayed copy. Online: run the teacher.
         ``forcing``: teacher-forced on the batch (Loss.teacher_forcing), else free running."""
         if self.rs.suite.teacher_outputs.mode == "cached":
@@ -233,19 +260,42 @@ class Runner:
         forward = self._teacher_forward(forcing) or (lambda model, feats: model(feats.features, feats.lengths))
 
         def online(feats, copy):
-            self.stats["teacher_online_batches"] = self.stats.get("teacher_online_batches", 0) + 1
+            counts["teacher_online_batches"] = counts.get("teacher_online_batches", 0) + 1
             with torch.no_grad():
                 return forward(teacher.model, feats)
 
         return online, None
 
-    def _student_run(self, run: StudentRun) -> list[Row]:
-        teacher = self.teachers.get(run.teacher) if run.teacher is not None else None
-        teacher_label = teacher.label if teacher else (self.rs.teachers[run.teacher].label if run.teacher is not None else "")
+    def _cached_teacher_outputs(self, runs: list[StudentRun]) -> None:
+        """Every cached teacher output a run will read, computed here, once, before the runs are
+        handed out: runs in other processes then only read them (kdbench.work)."""
+        if self.rs.suite.teacher_outputs.mode != "cached":
+            return
+        for run in runs:
+            teacher = self.teachers.get(run.teacher) if run.teacher is not None else None
+            if teacher is not None and requires_teacher(run.loss):
+                self._teacher_outputs(teacher, teacher_forcing(run.loss))
+
+    def _teacher(self, index: int | None) -> TeacherState | None:
+        """The driver's teacher; in another process the one the driver obtained, from the cache."""
+        if index is None or index in self.teachers or self.spec is None or index not in self.spec.teacher_keys:
+            return self.teachers.get(index) if index is not None else None
+        state = self._teacher_state(index, may_train=False)
+        if state.key != self.spec.teacher_keys[index]:  # another kdbench, or other data, on this node
+            raise RuntimeError(f"teacher {state.label!r} has key {state.key} here, {self.spec.teacher_keys[index]} "
+                               "where the suite started: every node needs the same kdbench, plugins and data")
+        self.teachers[index] = state
+        return state
+
+    def _student(self, index: int) -> tuple[StudentRun, str, RunIdentity, dict[str, str]]:
+        """A planned run: its key, identity and tags."""
+        run = self.runs[index]
         training = self.rs.suite.training
-        key = run.key(self.base, {i: t.key for i, t in self.teachers.items()}, training.model_dump())
+        teacher_keys = self.spec.teacher_keys if self.spec else {i: t.key for i, t in self.teachers.items()}
+        teacher_label = self.rs.teachers[run.teacher].label if run.teacher is not None else ""
+        key = run.key(self.base, teacher_keys, training.model_dump())
         identity = RunIdentity(self.rs.name, "student", run.student.label, teacher_label, run.loss.label, run.seed)
-        teacher_key = self.teachers[run.teacher].key if run.teacher in self.teachers else ""
+        teacher_key = teacher_keys.get(run.teacher, "") if run.teacher is not None else ""
         student, loss_config = run.student.config(), run.loss.config()
         tags = {**identity.tags(), records.RUN_KEY: key, records.TEACHER_HASH: teacher_key,
                 records.CONFIG_HASH: records.config_hash(self.base, student, loss_config, teacher_key,
@@ -253,11 +303,21 @@ class Runner:
                 records.STUDENT_HASH: records.student_hash(self.base, student, training.model_dump()),
                 **self._providers(student=run.student, loss=run.loss,
                                   teacher=self.rs.teachers[run.teacher] if run.teacher is not None else None)}
+        return run, key, identity, tags
+
+    def train(self, index: int) -> Trained:
+        """Distil planned run ``index`` (or find it done): its weights in the run store, its
+        training in its MLflow run, which its evaluations will nest under."""
+        run, key, identity, tags = self._student(index)
+        training = self.rs.suite.training
+        counts: dict[str, int] = {}
         child = self._track_start(f"student {identity.describe()}", {records.RUN_KIND: "student", **tags},
                                   key=f"student {key}")
+        fresh = bool(child) and child not in getattr(self.tracker, "done", ())
         try:
+            teacher = self._teacher(run.teacher)
             if run.teacher is not None and teacher is None:
-                raise RuntimeError(f"teacher {teacher_label!r} is unavailable (it failed earlier)")
+                raise RuntimeError(f"teacher {identity.teacher!r} is unavailable (it failed earlier)")
             # the seed decides the initial weights (and a loss's own, such as a hint projection),
             # not whatever this process ran before: a cached teacher or a fresh one
             seed_everything(run.seed)
@@ -269,34 +329,54 @@ class Runner:
                 state = None
             reused = state is not None
             if reused:
-                model.load_state_dict(state)
-                self.stats["runs_reused"] += 1
+                counts["runs_reused"] = 1
             else:
                 loss = run.loss.build(student=model, teacher=teacher.model if teacher else None, task=self.task)
-                source, copies = (self._teacher_source(teacher, teacher_forcing(run.loss))
+                source, copies = (self._teacher_source(teacher, teacher_forcing(run.loss), counts)
                                   if (teacher and loss.requires_teacher) else (None, None))
                 report = self._train(f"{run.student.label} · {run.loss.label} · seed {run.seed}", model, loss,
                                      training, run.seed, source, copies)
                 self.store.save_checkpoint(key, model.state_dict())
                 record = {"seconds": report.seconds, "final_loss": report.final_loss, "history": report.history,
-                          "config": {"student": student, "loss": loss_config,
+                          "config": {"student": run.student.config(), "loss": run.loss.config(),
                                      "teacher": teacher.key if teacher else None, "seed": run.seed,
                                      "training": training.model_dump()}}
                 self.store.save_training(key, record)
-                self.stats["students_trained"] += 1
-            model.eval()
+                counts["students_trained"] = 1
             if child:
                 self.tracker.log(child, params=flatten("", {**record["config"], "base": self.base}),
                                  metrics={"train.seconds": record["seconds"], "train.final_loss": record["final_loss"]},
                                  tags={records.REUSED: reused, **self.provenance},
                                  steps=[("train.loss", s, v) for s, v in record["history"]])
                 self.tracker.artifact(child, self.store.checkpoint_path(key))
-            rows = self._evaluate_on_targets(Evaluated(model, key, identity, reused, child, tags))
-            self._track_finish(child, all(r.status != "failed" for r in rows))
-            return rows
+                self._track_finish(child, True)  # trained; an evaluation that fails marks it (evaluate)
+            return Trained(key, child, fresh, reused, counts=counts)
         except Exception as exc:  # one crashed run is recorded; the suite goes on
             self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
-            return [_failed(identity, key, t.label, exc) for t, _ in self.targets]
+            return Trained(key, child, fresh, False, error=_error_text(exc), counts=counts)
+
+    def evaluate(self, job: tuple[int, Trained]) -> Measured:
+        """Every target's rows of trained run ``job``: the model is read back from the run store."""
+        index, trained = job
+        run, key, identity, tags = self._student(index)
+        if trained.error is not None:
+            return Measured([_failed(identity, key, t.label, trained.error) for t, _ in self.targets], {})
+        try:
+            model: Model = run.student.build(model_spec=self.model_spec)
+            state = self.store.load_checkpoint(key)
+            if state is None:
+                raise RuntimeError(f"no checkpoint of run {key} in {self.store.suite_dir}: "
+                                   "does every node see the results folder?")
+            model.load_state_dict(state)
+            model.eval()
+        except Exception as exc:
+            rows = [_failed(identity, key, t.label, exc) for t, _ in self.targets]
+        else:
+            rows = self._evaluate_on_targets(Evaluated(model, key, identity, trained.reused, trained.child, tags))
+        failed = [r for r in rows if r.status == "failed"]
+        if failed and trained.fresh:
+            self._track_finish(trained.child, False, error=f"evaluation @ {failed[0].target}: {failed[0].error}")
+        return Measured(rows, dict(self.columns))
 
     # ---- evaluation ---------------------------------------------------------------------
     def _evaluate_on_targets(self, evaluated: Evaluated) -> list[Row]:
@@ -387,16 +467,36 @@ class Runner:
             self.tracker.finish(run_id, ok)
 
     # ---- the whole suite ----------------------------------------------------------------
-    def run(self) -> SuiteResult:
-        self._prepare()
+    def _provenance(self) -> dict[str, str]:
         # task state carries e.g. the text-normalizer version, which moves WER on its own
         rs = self.rs
         components = [rs.task, rs.dataset, rs.frontend, rs.executor, *rs.augmentations, *rs.teachers,
                       *rs.references, *rs.students, *rs.losses, *rs.metrics, *rs.targets, *rs.reporters]
         providers = {r.component.provider.distribution for r in components if r.component.provider}
-        self.provenance = {**provenance(sorted(d for d in providers if d)), **flatten("task", self.task.state()),
-                           records.DATA_HASH: self.corpus.fingerprint}
-        runs = plan_student_runs(self.rs)
+        return {**provenance(sorted(d for d in providers if d)), **flatten("task", self.task.state()),
+                records.DATA_HASH: self.corpus.fingerprint}
+
+    def attach(self, spec: RunnerSpec) -> None:
+        """Work for the runner ``spec`` describes, in another process (kdbench.work): the same
+        corpus and front end, this host's provenance, the same parent run."""
+        self.spec = spec
+        self._prepare()
+        self.provenance = self._provenance()
+        self.parent_run_id = spec.tracking[2] if spec.tracking else None
+        self.runs = plan_student_runs(self.rs)
+
+    def _spec(self) -> RunnerSpec:
+        tracking = None
+        if self.tracker is not None and getattr(self.tracker, "client", None) is not None:
+            tracking = (self.tracker.uri, self.tracker.experiment, self.parent_run_id)
+        return RunnerSpec(self.rs.suite, str(Path(self.rs.path).resolve()), str(Path(self.cache.root).resolve()),
+                          str(self.out_dir.parent.resolve()), tracking, self.force, self.reevaluate,
+                          {i: t.key for i, t in self.teachers.items()})
+
+    def run(self) -> SuiteResult:
+        self._prepare()
+        self.provenance = self._provenance()
+        self.runs = runs = plan_student_runs(self.rs)
         self.parent_run_id = None
         if self.tracker:
             # a rerun of this suite on this machine and data finds the runs it logged (kdbench.tracking)
@@ -408,8 +508,8 @@ class Runner:
                 key=f"suite {key}")
             self.tracker.log(self.parent_run_id, params=flatten("suite", self.rs.suite.model_dump(mode="json")))
         rows: list[Row] = []
-        self.teachers: dict[int, TeacherState] = {}
-        overall = self.progress.start("suite", len(self.rs.teachers) + len(runs))
+        clock = time.perf_counter()
+        overall = self.progress.start("suite", len(self.rs.teachers) + 2 * len(runs))
         done = 0
         for i, resolved in enumerate(self.rs.teachers):
             rows += self._fixed_model_rows("teacher", resolved, lambda i=i: self._obtain_teacher(i),
@@ -418,18 +518,39 @@ class Runner:
             self.progress.update(overall, done)
         for i, resolved in enumerate(self.rs.references):
             rows += self._fixed_model_rows("reference", resolved, lambda i=i: self._obtain_reference(i))
+        self._cached_teacher_outputs(runs)
+        clock = self._phase("teachers_s", clock)  # wall time per phase: what scale-out can and cannot shorten
 
-        executor = self.rs.executor.build()
-
-        def job(run: StudentRun) -> list[Row]:
-            nonlocal done
-            result = self._student_run(run)
-            done += 1
+        # The executor does the student runs: every training, then every evaluation (which times
+        # models, so an executor gives each one a machine of its own), here or in other processes.
+        spec = self._spec()
+        work.register(spec, self)
+        executor = self.rs.executor.build(shared={"cache": self.cache.root, "results": self.out_dir.parent})
+        try:
+            indices = list(range(len(runs)))
+            trained = self._outcomes(executor.map(work.Work(spec, "train"), indices),
+                                     lambda i, error: Trained(runs[i].key(self.base, spec.teacher_keys,
+                                                                          self.rs.suite.training.model_dump()),
+                                                              None, False, False, error=error))
+            for t in trained:
+                for name, n in t.counts.items():
+                    self.stats[name] = self.stats.get(name, 0) + n
+            done += len(runs)
             self.progress.update(overall, done)
-            return result
-
-        for result in executor.map(job, runs):
-            rows += result
+            clock = self._phase("training_s", clock)
+            measured = self._outcomes(executor.map(work.Work(spec, "evaluate", exclusive=True),
+                                                   list(zip(indices, trained))),
+                                      lambda i, error: Measured(self.evaluate((i, Trained(
+                                          trained[i].key, None, False, False, error=error))).rows, {}))
+            self._phase("evaluation_s", clock)
+        finally:
+            work.forget(spec)
+            executor.close()
+        for m in measured:
+            rows += m.rows
+            for name, meta in m.columns.items():
+                self.columns.setdefault(name, meta)
+        self.progress.update(overall, done + len(runs))
         self.progress.stop(overall)
         result = SuiteResult(self.rs.name, rows, self.columns, self.out_dir, self.parent_run_id, self.stats,
                              provenance=dict(self.provenance))
@@ -451,6 +572,17 @@ class Runner:
             self.tracker.finish(self.parent_run_id, not result.failures)
         return result
 
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stats[name] = round(now - since, 1)
+        return now
+
+    @staticmethod
+    def _outcomes(results: list[Any], failed: Callable[[int, str], Any]) -> list[Any]:
+        """An executor's results, with a job it lost (``JobFailed``: its worker kept dying) as
+        that job's failure."""
+        return [failed(i, r.error) if isinstance(r, JobFailed) else r for i, r in enumerate(results)]
 
     def _publish_mlflow_leaderboard(self) -> list[Path]:
         """The leaderboard as MLflow sees it (every machine's runs of this suite), its HTML page and

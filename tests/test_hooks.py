@@ -120,6 +120,7 @@ class TwExecutor(Executor):
 
     def map(self, fn, jobs):
         USED["executors"] += len(jobs)
+        USED["exclusive"] = USED.get("exclusive", 0) + len(jobs) * bool(getattr(fn, "exclusive", False))
         return [fn(job) for job in jobs]
 
 
@@ -265,4 +266,5 @@ def test_register_reporters(run):
 def test_register_executors(run):
     registry, _ = run
     assert registered_by_throwaway(registry, "executors", "tw-executor")
-    assert USED["executors"] == 1  # the one planned student run went through it
+    # the one planned student run went through it twice: trained, then evaluated with a machine to itself
+    assert USED["executors"] == 2 and USED["exclusive"] == 1

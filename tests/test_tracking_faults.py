@@ -13,11 +13,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,10 +25,10 @@ from mlflow.tracking import MlflowClient
 from kdbench.cli import main
 
 from conftest import tiny_suite, write_suite
+from servers import DEADLINE, MlflowServer, free_port
 
 CLEAN = {("suite", "FINISHED"): 1, ("teacher", "FINISHED"): 1, ("student", "FINISHED"): 2,
          ("evaluation", "FINISHED"): 3}
-DEADLINE = 900  # s: a guard against a hung process, never an assertion about speed
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -89,12 +87,6 @@ def assert_clean(uri: str, suite: str | None = None) -> None:
     found = runs(uri)
     assert census(found, suite) == CLEAN, census(found, suite)
     assert twice(found) == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_of(results: Path) -> Path:
@@ -327,34 +319,6 @@ def test_a_truncated_progress_json_is_re_derived_without_duplicates(tmp_path, sp
 
 
 # ---- slow: a real tracking server, more kills -----------------------------------------------------
-class MlflowServer:
-    """``mlflow server`` on 127.0.0.1, started and stopped (kill -9, as a crash) by the test."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root}/server.db",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=open(self.root / "server.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
-                return
-            except OSError:
-                assert self.proc.poll() is None, (self.root / "server.log").read_text()
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers
-        self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path):
     server = MlflowServer(tmp_path)
@@ -398,10 +362,11 @@ def test_kills_at_every_stage_then_rerun(tmp_path, suite_file, empty_store):
     # a cache of its own: the teacher is trained here, and its training is a stage to kill
     args = ("run", suite_file, "--results-dir", tmp_path / "results", "--cache-dir", tmp_path / "cache",
             "--tracking-uri", uri)
-    for n, stage in enumerate(["start teacher", "start evaluate conformer-ctc", "start gru-ctc · ctc · seed 0",
-                               "start evaluate gru-ctc · ctc · seed 0", "start teacher outputs",
-                               "start gru-ctc · ctc-kd", "start evaluate gru-ctc · ctc-kd", "start suite",
-                               "done  suite"]):
+    # in the order a run reaches them: the teacher, its outputs, every training, every evaluation
+    for n, stage in enumerate(["start teacher", "start evaluate conformer-ctc", "start teacher outputs",
+                               "start gru-ctc · ctc · seed 0", "start gru-ctc · ctc-kd",
+                               "start evaluate gru-ctc · ctc · seed 0", "start evaluate gru-ctc · ctc-kd",
+                               "start suite", "done  suite"]):
         log = tmp_path / f"kill{n}.log"
         proc = spawn(log, *args)
         wait_for(proc, log, stage)
