@@ -87,7 +87,9 @@ COMPONENTS = sorted((c.plugin, kind, c.name) for kind in CHECKS for c in REGISTR
 
 def test_the_builtins_registered_components_of_every_checked_kind():
     # the parametrisation below is only as good as the registry it reads
-    assert {plugin for plugin, _, _ in COMPONENTS} == set(BUILTIN_PLUGINS)
+    # but `ray`, which registers only an executor: the kit has no executor check (tests/test_ray.py
+    # runs it on a real cluster)
+    assert {plugin for plugin, _, _ in COMPONENTS} == set(BUILTIN_PLUGINS) - {"ray"}
     assert {kind for _, kind, _ in COMPONENTS} == set(CHECKS)
 
 

@@ -144,8 +144,8 @@ def test_load_plugins_naming_no_installed_plugin_is_a_plugin_error(monkeypatch, 
     plugins` listed nothing with exit 0; the misspelt plugin was never named."""
     monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "nonexistent_plugin")
     with pytest.raises(PluginError, match=r"^KDBENCH_LOAD_PLUGINS=nonexistent_plugin: no installed kdbench plugin is "
-                                          r"called 'nonexistent_plugin'; installed plugins: asr, enhance, standard, "
-                                          r"tts \(a distribution's name, 'kdbench', selects all of its plugins\)$"):
+                                          r"called 'nonexistent_plugin'; installed plugins: asr, enhance, ray, "
+                                          r"standard, tts \(a distribution's name, 'kdbench', selects all of its plugins\)$"):
         build_registry()
     monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "asr,standard,enhanse")
     with pytest.raises(PluginError, match=r"no installed kdbench plugin is called 'enhanse'; did you mean 'enhance'\?"):
