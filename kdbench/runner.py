@@ -274,7 +274,10 @@ class Runner:
         for run in runs:
             teacher = self.teachers.get(run.teacher) if run.teacher is not None else None
             if teacher is not None and requires_teacher(run.loss):
-                self._teacher_outputs(teacher, teacher_forcing(run.loss))
+                try:
+                    self._teacher_outputs(teacher, teacher_forcing(run.loss))
+                except Exception:  # the runs that need them fail with it, recorded (train), the rest go on
+                    continue
 
     def _teacher(self, index: int | None) -> TeacherState | None:
         """The driver's teacher; in another process the one the driver obtained, from the cache."""
