@@ -1,7 +1,8 @@
 """An offline ASR judge of synthesized speech: how intelligible is it? The speech is transcribed
 by CMU PocketSphinx (the ``pocketsphinx`` wheel, with the en-us acoustic model, dictionary and
-language model that ship inside it; nothing is downloaded) and scored against the text it should
-say as a character and a word error rate.
+language model that ship inside it; nothing is downloaded; the recognizer the ASR plugin's
+``pocketsphinx`` peer uses too, ``kdbench_asr.pocketsphinx``) and scored against the text it
+should say as a character and a word error rate.
 
 What the judge hears is ``Evaluation.audio(i)`` (``Task.audio``): for ``tts`` the predicted
 log-mel rendered by Griffin-Lim, for ``vocoder`` the waveform itself, the very clip a person
@@ -64,25 +65,21 @@ carries the PocketSphinx version), so rates from another judge are never read as
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
+import functools
 import logging
 import math
-import re
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from kdbench.errors import DataError, KdbenchError
-from kdbench.hashing import stable_hash
+from kdbench.errors import DataError
 from kdbench.interfaces import Evaluation, Measurement, Metric
 from kdbench.options import Options
+from kdbench_asr import pocketsphinx
+from kdbench_asr.pocketsphinx import LANGUAGE, SAMPLE_RATE, Recognizer, listing, pcm, words
 
-SAMPLE_RATE = 16000  # the en-us acoustic model's
-LANGUAGE = "en-us"
 #: decoder settings per grammar, beyond PocketSphinx's defaults (the module docstring says why)
 DECODER = {"word-loop": {"topn": 16, "wip": 0.05, "bestpath": False}, "lm": {"topn": 16}}
 #: dithering: +1 on this share of the 16-bit samples, from a generator seeded with DITHER_SEED per clip
@@ -94,47 +91,6 @@ DITHER_SEED = 0
 TOLERANCE = {"abs": 2.0}
 
 log = logging.getLogger("kdbench")
-
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
-_ALTERNATE = re.compile(r"\(\d+\)$")  # the dictionary's "word(2)": a second pronunciation of "word"
-
-
-def _pocketsphinx_version() -> str:
-    try:
-        return importlib.metadata.version("pocketsphinx")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def model_dir() -> Path:
-    """The en-us model inside the pocketsphinx wheel. Not ``pocketsphinx.get_model_path()``: it
-    follows the POCKETSPHINX_PATH environment variable, which would swap the judge silently."""
-    spec = importlib.util.find_spec("pocketsphinx.model")
-    if spec is None or not spec.submodule_search_locations:
-        raise KdbenchError("the ASR judge needs pocketsphinx with its models (pip install pocketsphinx==5.1.1)")
-    return Path(spec.submodule_search_locations[0]) / LANGUAGE
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words of a text: runs of a-z, 0-9 and inner apostrophes (``o'clock``)."""
-    return _WORD.findall(str(text).lower())
-
-
-def pcm(wave: np.ndarray, sample_rate: int, padding_s: float) -> bytes | None:
-    """A clip as the judge hears it: 16 kHz 16-bit PCM, padded and dithered; None when it is
-    empty or all zeros (nothing to transcribe). Its samples must be finite (``unscorable``)."""
-    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-    if int(sample_rate) != SAMPLE_RATE and len(wave):
-        import torch
-        import torchaudio
-
-        wave = torchaudio.functional.resample(torch.from_numpy(wave), int(sample_rate), SAMPLE_RATE).numpy()
-    if not np.any(wave):
-        return None
-    pad = np.zeros(int(round(padding_s * SAMPLE_RATE)), np.float32)
-    samples = np.round(np.clip(np.concatenate([pad, wave, pad]), -1.0, 1.0) * 32767.0).astype(np.int32)
-    samples += np.random.default_rng(DITHER_SEED).random(len(samples)) < DITHER_SHARE
-    return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
 
 
 def unscorable(wave: np.ndarray) -> str:
@@ -159,7 +115,7 @@ class AsrJudge(Metric):
 
     scope = "split"
     # part of the cache key: another PocketSphinx may transcribe the same clip differently
-    version = f"1+pocketsphinx-{_pocketsphinx_version()}"
+    version = f"1+pocketsphinx-{pocketsphinx.version()}"
 
     class Options(Options):
         grammar: Literal["word-loop", "lm"] = Field(
@@ -170,65 +126,32 @@ class AsrJudge(Metric):
 
     def __init__(self, options: "AsrJudge.Options", **context):
         self.options = options
-        self._decoder = None
-        self._searches: dict[tuple[str, ...], str] = {}  # vocabulary -> its word-loop search
+
+    @functools.cached_property
+    def recognizer(self) -> Recognizer:
+        """One decoder per metric instance, built on first use (a missing PocketSphinx fails the
+        rows that need it, not the suite)."""
+        home = pocketsphinx.shipped()
+        lm = home / f"{LANGUAGE}.lm.bin" if self.options.grammar == "lm" else None
+        return Recognizer(pocketsphinx.shipped_acoustic_model(), pocketsphinx.shipped_dictionary(), SAMPLE_RATE, lm=lm,
+                          **DECODER[self.options.grammar])
 
     def config(self) -> dict:
         o = self.options
-        return {"judge": f"pocketsphinx {_pocketsphinx_version()} {LANGUAGE}", "grammar": o.grammar,
+        return {"judge": f"pocketsphinx {pocketsphinx.version()} {LANGUAGE}", "grammar": o.grammar,
                 "vocabulary": o.vocabulary if o.grammar == "word-loop" else "open (en-us lm)",
                 "padding_s": o.padding_s, "sample_rate": SAMPLE_RATE,
                 "dither": {"share": DITHER_SHARE, "seed": DITHER_SEED}, "decoder": DECODER[o.grammar]}
 
     # ---- decoding -----------------------------------------------------------------------
-    def _build(self):
-        """One decoder per metric instance, built on first use (loading the model takes a second)."""
-        if self._decoder is None:
-            try:
-                from pocketsphinx import Decoder
-            except ImportError as exc:
-                raise KdbenchError(f"the ASR judge needs pocketsphinx (pip install pocketsphinx==5.1.1): {exc}") \
-                    from exc
-            model = model_dir()
-            lm = str(model / f"{LANGUAGE}.lm.bin") if self.options.grammar == "lm" else None
-            self._decoder = Decoder(hmm=str(model / LANGUAGE), dict=str(model / f"cmudict-{LANGUAGE}.dict"), lm=lm,
-                                    samprate=SAMPLE_RATE, loglevel="ERROR", **DECODER[self.options.grammar])
-        return self._decoder
-
     def _activate(self, vocabulary: list[str], split: str | None) -> None:
-        decoder = self._build()
         if self.options.grammar == "lm":
             return  # the decoder's only search
-        key = tuple(vocabulary)
-        if key not in self._searches:
-            missing = [w for w in vocabulary if decoder.lookup_word(w) is None]
-            if missing:
-                shown = ", ".join(repr(w) for w in missing[:5]) + (f" and {len(missing) - 5} more" * (len(missing) > 5))
-                raise DataError(f"judge on {split}: {shown} not in PocketSphinx's {LANGUAGE} dictionary, so the "
-                                "word-loop grammar cannot hold them (grammar: lm transcribes open vocabulary)")
-            name = f"loop-{stable_hash(key)}"
-            # state 0 -word-> 1 (final) -> back to 0: one or more words, each equally likely
-            transitions = [(0, 1, 1.0 / len(key), w) for w in key] + [(1, 0, 1.0)]
-            decoder.add_fsg(name, decoder.create_fsg(name, 0, 1, transitions))
-            self._searches[key] = name
-        decoder.activate_search(self._searches[key])
-
-    def transcribe(self, clip: bytes | None) -> str:
-        """What the judge hears in a clip from ``pcm`` (the active search); "" for None."""
-        if clip is None:
-            return ""
-        decoder = self._build()
-        # the feature extractor keeps state from one utterance to the next (the first clip a
-        # decoder hears was transcribed differently from the same clip heard later): a fresh
-        # one per clip (70 us) makes every transcript independent of what came before
-        decoder.reinit_feat()
-        decoder.start_utt()
-        decoder.process_raw(clip, False, True)  # full utterance: batch cepstral mean over the clip
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        # fillers (<sil>, [NOISE]) are not words said, should a search report them
-        return " ".join(w for token in (hyp.hypstr.split() if hyp else []) if token[:1] not in "<["
-                        for w in words(_ALTERNATE.sub("", token)))
+        missing = self.recognizer.unknown(vocabulary)
+        if missing:
+            raise DataError(f"judge on {split}: {listing(missing)} not in PocketSphinx's {LANGUAGE} dictionary, so "
+                            "the word-loop grammar cannot hold them (grammar: lm transcribes open vocabulary)")
+        self.recognizer.use_words(vocabulary)
 
     def transcripts(self, ev: Evaluation) -> list[str | None]:
         """One transcript per utterance, None for one that cannot be judged (no reference text,
@@ -254,7 +177,8 @@ class AsrJudge(Metric):
             if reason:
                 reasons[reason] += 1
             else:
-                out[i] = self.transcribe(pcm(heard[0], heard[1], self.options.padding_s))
+                out[i] = self.recognizer.transcribe(pcm(heard[0], heard[1], self.options.padding_s,
+                                                        dither=DITHER_SHARE, dither_seed=DITHER_SEED))
         for reason, count in reasons.items():
             if count:
                 log.warning("judge on %s: %d of %d utterances not scored: %s", ev.split, count, len(out), reason)
