@@ -15,14 +15,18 @@ from kdbench.interfaces import Evaluation, Example, Frontend, Measurement, Metri
 
 class Deployable(nn.Module):
     """Front end and model together: what a target runs and times (feature extraction
-    included, file decoding not)."""
+    included, file decoding not). A model that runs outside PyTorch (``Model.external``) has a
+    front end of its own and hears the inputs themselves."""
 
     def __init__(self, frontend: Frontend, model: Model):
         super().__init__()
         self.frontend = frontend
         self.model = model
+        self.external = bool(getattr(model, "external", False))
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        if self.external:
+            return self.model(inputs, lengths)
         feats, feat_lengths = self.frontend(inputs, lengths)
         return self.model(feats, feat_lengths)
 
@@ -171,7 +175,9 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
         load = target.startup(deployed, Deployable(frontend, model).eval())  # untimed: serialising
         return lambda: forward_with(load())
 
-    ev = Evaluation(None, list(first), [], [], run_one, eager, target.artifact_bytes(deployed),
+    # a model outside PyTorch is the files it loads, not a state dict
+    size = model.artifact_bytes() if eager.external else target.artifact_bytes(deployed)
+    ev = Evaluation(None, list(first), [], [], run_one, eager, size,
                     prepare_input=prepare_input, forward=forward_with(deployed), startup=startup,
                     threads=getattr(target, "threads", None), seconds=seconds)
     for metric in metrics:

@@ -78,6 +78,17 @@ class Model(nn.Module):
     """A teacher or student. ``hidden_dims`` names the layers a hint loss may match."""
 
     hidden_dims: dict[str, int] = {}
+    #: True for a model that runs outside PyTorch, in a runtime of its own (a pretrained
+    #: recognizer as a ``references:`` row). It has its own front end, so it receives the task's
+    #: inputs (the waveforms), not the suite front end's features. Only a target that runs a model
+    #: as it is given (``Target.runs_as_is``: eager on this machine's CPU) can evaluate it; on the
+    #: others its row is skipped, with the reason. Its size is ``artifact_bytes()``; parameters
+    #: and FLOPs, which PyTorch cannot see, are not reported.
+    external: bool = False
+
+    def artifact_bytes(self) -> int:
+        """An external model's size as deployed: the bytes of the files it loads."""
+        raise NotImplementedError
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
@@ -310,10 +321,23 @@ class Target(ABC):
 
     #: intra-op threads the target runs with (recorded with every measurement)
     threads: int | None = None
+    #: True for a target whose ``prepare`` runs the model as it is given (eager PyTorch on the
+    #: CPU), False for one that converts it (export, quantization, another device): only the
+    #: former can evaluate a model that runs outside PyTorch (``Model.external``)
+    runs_as_is: bool = False
 
     def available(self) -> tuple[bool, str]:
         """Can this machine run the target, and if not, why (shown in the skipped row)."""
         return True, ""
+
+    def can_run(self, model: nn.Module) -> tuple[bool, str]:
+        """Can this target evaluate ``model`` here, and if not, why (the model's skipped row):
+        ``available()``, and for a model that runs outside PyTorch, ``runs_as_is``."""
+        ok, reason = self.available()
+        if ok and getattr(model, "external", False) and not self.runs_as_is:
+            return False, (f"{type(model).__name__} runs outside PyTorch; this target converts a PyTorch network "
+                           "(export, quantization or another device)")
+        return ok, reason
 
     @abstractmethod
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -166,8 +166,9 @@ class Runner:
     def _obtain_reference(self, index: int) -> TeacherState:
         ref = self.rs.suite.references[index]
         resolved = self.rs.references[index]
-        # a reference may be the data itself (the TTS task's recordings), so it may read the corpus
-        model: Model = resolved.build(model_spec=self.model_spec, corpus=self.corpus)
+        # a reference may be the data itself (the TTS task's recordings), so it may read the corpus;
+        # a pretrained recognizer writes its transcripts in the task's output alphabet
+        model: Model = resolved.build(model_spec=self.model_spec, corpus=self.corpus, task=self.task)
         checkpoint = None
         if ref.checkpoint is not None:
             load_checkpoint(model, ref.checkpoint, f"references[{index}].checkpoint")
@@ -398,7 +399,7 @@ class Runner:
         identity = ev.identity
         row = Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, resolved.label,
                   "ok", ev.run_key, params=n_params, reused=ev.reused, started=time.time())
-        ok, reason = target.available()
+        ok, reason = target.can_run(ev.model)
         if not ok:
             row.status, row.error = "skipped", reason
             return row

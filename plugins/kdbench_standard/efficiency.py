@@ -21,6 +21,12 @@ def _seconds(ev: Evaluation, example: Example) -> float:
     return float(example.meta.get("duration", 0.0) or 0.0)
 
 
+def _outside_pytorch(ev: Evaluation) -> bool:
+    """A model that runs in a runtime of its own (``Model.external``): PyTorch sees neither its
+    parameters nor its FLOPs, and a count of 0 would be read as a measurement."""
+    return bool(getattr(ev.model, "external", False))
+
+
 def _timed_inputs(ev: Evaluation, utterances: int):
     return [(e.id, ev.prepare_input(e), _seconds(ev, e)) for e in ev.examples[:utterances]]
 
@@ -32,6 +38,8 @@ class ParameterCount(Metric):
         pass
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
+        if _outside_pytorch(ev):
+            return []
         n = sum(p.numel() for p in ev.model.parameters())
         return [Measurement("params", float(n), "count", False, kind="cost", headline=True, scale="log")]
 
@@ -147,6 +155,8 @@ class Flops(Metric):
         return counts[key]
 
     def compute(self, ev: Evaluation) -> list[Measurement]:
+        if _outside_pytorch(ev):
+            return []
         inputs = _timed_inputs(ev, self.options.utterances)
         flops = {ident: self._count(ev.model, ident, x) for ident, x, _ in inputs}
         audio = sum(size for _, _, size in inputs)

@@ -20,6 +20,8 @@ from kdbench_standard.targets.requirements import installed
 class CpuTarget(Target):
     """fp32 eager PyTorch on the CPU."""
 
+    runs_as_is = True
+
     class Options(Options):
         threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
 
@@ -57,6 +59,8 @@ class Int8CpuTarget(CpuTarget):
     """Dynamic int8 quantization (weights int8, activations quantized per call). ``torchao``
     (maintained) quantizes linear layers; ``torch.ao`` (deprecated in torch 2.11) also
     quantizes GRU/LSTM layers, which torchao leaves in fp32."""
+
+    runs_as_is = False  # it quantizes the network
 
     class Options(CpuTarget.Options):
         backend: str = Field("torchao", pattern="^(torchao|torch\\.ao)$", description="torchao or torch.ao")
