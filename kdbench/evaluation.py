@@ -35,7 +35,8 @@ class Deployable(nn.Module):
 class EvaluationResult:
     measurements: list[Measurement]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    # metric name -> {"ids", "samples", "weights"}: per-utterance scores for paired statistics
+    # metric name -> {"ids", "samples", "weights", "groups"}: per-utterance scores for paired
+    # statistics; groups: the speaker of each utterance (None when the corpus does not say)
     scores: dict[str, dict[str, list]] = field(default_factory=dict)
     # a few predictions per test set a person can listen to, as the task wrote them (WAV)
     audio: list[Path] = field(default_factory=list)
@@ -133,6 +134,9 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
         predictions[split] = [{"id": e.id, "prediction": _jsonable(p), "reference": _jsonable(r)}
                               for e, p, r in zip(examples, preds, refs)]
         ev = Evaluation(split, list(examples), preds, refs, None, eager, None, audio=_listener(task, preds))
+        # who spoke each utterance, when the corpus says: confidence intervals resample speakers too
+        speakers = ([str(e.meta["speaker"]) for e in examples]
+                    if examples and all(e.meta.get("speaker") not in (None, "") for e in examples) else None)
         for metric in metrics:
             if metric.scope == "split":
                 for m in _with_method(metric, metric.compute(ev)):
@@ -141,7 +145,8 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
                         if len(m.samples) != len(examples):
                             raise ValueError(f"metric {m.name}: {len(m.samples)} samples for {len(examples)} utterances")
                         scores[m.name] = {"ids": [e.id for e in examples], "samples": list(m.samples),
-                                          "weights": list(m.weights) if m.weights is not None else None}
+                                          "weights": list(m.weights) if m.weights is not None else None,
+                                          "groups": speakers}
                     measurements.append(m)
 
     first = next(iter(tests.values()))

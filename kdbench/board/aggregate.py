@@ -21,7 +21,7 @@ from kdbench.records import IDENTITY, IDENTITY_TAGS, MetricMeta
 
 DEFAULT_MIN_COVERAGE = 0.95
 
-#: run id -> its per-utterance scores ({metric: {"ids", "samples", "weights"}}), or None
+#: run id -> its per-utterance scores ({metric: {"ids", "samples", "weights", "groups"}}), or None
 ScoresLoader = Callable[[str], "dict[str, Any] | None"]
 
 
@@ -39,6 +39,8 @@ class Board:
     target_order: list[str] = field(default_factory=list)  # the suite's order, when known
     #: run id -> audio files of that evaluation (a few predictions to listen to), or None
     audio: Callable[[str], list] | None = None
+    #: how the KD gain's intervals were drawn, as the legends say it (``compare``)
+    gain_ci: str = "paired bootstrap 95% CI over utterances"
 
     @property
     def empty(self) -> bool:

@@ -1,6 +1,7 @@
 """What a distilled student is compared with: its no-KD baseline (the KD gain, with a paired
-bootstrap confidence interval over utterances) and its teacher (the quality gap and the
-speed-up), each matched on the same target, data and code."""
+bootstrap confidence interval over speakers and their utterances where the test set has several
+speakers, else over utterances) and its teacher (the quality gap and the speed-up), each matched
+on the same target, data and code."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from kdbench.board.aggregate import Board, ScoresLoader
 from kdbench.hashing import stable_hash
 
 GAIN, GAIN_LOW, GAIN_HIGH = "KD gain", "KD gain low", "KD gain high"
+#: what a row's KD gain interval resampled: "4 speakers", "1 speaker's utterances", "utterances"
+GAIN_OVER = "KD gain CI over"
 GAP = "gap to teacher"
 SPEEDUP = "speed-up vs teacher"
 COMPARISONS = (GAIN, GAIN_LOW, GAIN_HIGH, GAP, SPEEDUP)
@@ -22,6 +25,7 @@ def add_comparisons(board: Board, scores: ScoresLoader | None, resamples: int) -
     frame = board.frame
     for col in COMPARISONS:
         frame[col] = math.nan
+    frame[GAIN_OVER] = ""
     if not board.primary or board.primary not in frame:
         return
     # the provenance a student shares with the baseline and teacher it is compared with
@@ -102,3 +106,29 @@ def _kd_gain(board: Board, scores: ScoresLoader | None, resamples: int) -> None:
         if ci is not None:
             lo, hi = sorted((sign * ci.low + 0.0, sign * ci.high + 0.0))
             frame.at[i, GAIN_LOW], frame.at[i, GAIN_HIGH] = lo, hi
+            frame.at[i, GAIN_OVER] = (f"{ci.groups} speakers" if ci.clustered else
+                                      "1 speaker's utterances" if ci.groups == 1 else "utterances")
+    _describe_intervals(board)
+
+
+def _describe_intervals(board: Board) -> None:
+    """Say what the KD gain intervals resampled: in the legends (``Board.gain_ci``) and, as a
+    note, how many rows each way, and that one speaker's utterances say nothing about others."""
+    over = board.frame[GAIN_OVER]
+    kinds = set(over[over != ""])
+    clustered = {k for k in kinds if k.endswith(" speakers")}
+    if kinds == {"1 speaker's utterances"}:
+        board.gain_ci = ("paired bootstrap 95% CI over the utterances of one speaker "
+                         "(it says nothing about other speakers)")
+    elif clustered and kinds == clustered:
+        board.gain_ci = "paired bootstrap 95% CI over speakers, then their utterances (clustered)"
+    elif clustered:
+        board.gain_ci = ("paired bootstrap 95% CI over speakers, then their utterances, where the test set has "
+                         f"several speakers; else over utterances (column {GAIN_OVER!r})")
+    if kinds:
+        rows = {k: int((over == k).sum()) for k in sorted(kinds)}
+        counts = ", ".join(f"{k} ({n} row{'s' * (n > 1)})" for k, n in rows.items())
+        note = f"KD gain 95% CIs on {board.primary}, resampled over: {counts}"
+        if "1 speaker's utterances" in kinds:
+            note += "; over one speaker's utterances an interval says nothing about other speakers"
+        board.notes.append(note)

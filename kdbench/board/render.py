@@ -184,8 +184,8 @@ def summary_text(board: Board) -> str:
         lines = [f"{target}", line([n for n, _, _ in cols]), line([u for _, u, _ in cols])]
         lines += [line([cells[i] for _, _, cells in cols]) + (" *" if notes[i] else "") for i in range(len(rows))]
         sections.append("\n".join(lines))
-    legend = (f"ranked by {board.primary}, mean over seeds; KD gain: better-by than the same student without KD; "
-              "gap: student - teacher; *: see the notes in the files")
+    legend = (f"ranked by {board.primary}, mean over seeds; KD gain: better-by than the same student without KD, "
+              f"{board.gain_ci}; gap: student - teacher; *: see the notes in the files")
     return "\n\n".join(sections) + "\n\n" + textwrap.fill(legend, SUMMARY_WIDTH)
 
 
@@ -202,7 +202,8 @@ def render(board: Board, fmt_name: str, title: str = "kdbench leaderboard") -> s
     if fmt_name == "csv":
         return export_frame(board).to_csv(index=False)
     if fmt_name == "json":
-        return json.dumps({"primary": board.primary, "min_coverage": board.min_coverage,
+        return json.dumps({"primary": board.primary, "min_coverage": board.min_coverage, "kd_gain_ci": board.gain_ci,
+                           "notes": board.notes,
                            "metrics": {k: m.__dict__ for k, m in board.columns.items()},
                            "rows": json.loads(export_frame(board).to_json(orient="records"))}, indent=2)
     if fmt_name == "md":
@@ -249,8 +250,7 @@ if(location.hash==='#all'){showall.checked=true;document.body.classList.add('sho
 """
 
 
-_TIPS = {f"{GAIN} [95% CI]": "better-by than the same student trained without KD; paired bootstrap 95% CI "
-                              "over utterances",
+_TIPS = {f"{GAIN} [95% CI]": "better-by than the same student trained without KD",
          GAP: "student minus its teacher on the ranking metric",
          SPEEDUP: "the teacher's value over the student's, on the same target"}
 
@@ -270,6 +270,8 @@ def _table(board: Board, rows: pd.DataFrame) -> str:
 
     def th(col: str, extra: str = "") -> str:
         text, tip = short.get(col, (col, _TIPS.get(col, "")))
+        if col == f"{GAIN} [95% CI]":
+            tip = f"{tip}; {board.gain_ci}"
         cls = " ".join(c for c in ("name" if col in names else "", extra) if c)
         title = f' title="{html.escape(tip)}"' if tip and tip != text else ""
         return f'<th class="{cls}"{title}>{html.escape(text)}</th>'
@@ -346,8 +348,8 @@ def html_page(board: Board, title: str, images: dict[str, list[Path]]) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>
 <p class="legend">Ranked by <b>{html.escape(str(board.primary))}</b> within each target (mean ± std over n seeds).
-<b>KD gain</b>: better-by than the same student trained without KD, with a paired bootstrap 95% CI over
-utterances. <b>gap to teacher</b>: student − teacher. Rows scored on less than {board.min_coverage:.0%} of the
+<b>KD gain</b>: better-by than the same student trained without KD, with a {html.escape(board.gain_ci)}.
+<b>gap to teacher</b>: student − teacher. Rows scored on less than {board.min_coverage:.0%} of the
 test set are listed unranked. Click a header to sort. Read from {board.runs} evaluation runs.</p>
 <label><input type="checkbox" id="showall"> show every column (other metrics, seeds, coverage, provenance)</label>
 {"".join(sections) or "<p>no successful runs</p>"}
