@@ -1,6 +1,6 @@
 """One suite with the local executor and with Ray on this machine, side by side in one run.
 
-    python benchmarks/ray_vs_local.py [SUITE] [--cache-dir DIR] [--out DIR]
+    python benchmarks/ray_vs_local.py [SUITE] [--cache-dir DIR] [--out DIR] [--warm]
 
 Both invocations read the same cache (warmed first by a run whose results are thrown away, so
 the corpus, the teachers and their outputs exist, as the issue's "once the teachers exist"),
@@ -73,13 +73,15 @@ def main() -> None:
     parser.add_argument("suite", nargs="?", default="suites/asr.yaml")
     parser.add_argument("--cache-dir", default=os.environ.get("KDBENCH_CACHE_DIR"))
     parser.add_argument("--out", default="/tmp/kdbench-ray-vs-local")
+    parser.add_argument("--warm", action="store_true", help="the cache is warm already: no warm-up run")
     a = parser.parse_args()
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cache = ["--cache-dir", a.cache_dir] if a.cache_dir else []
-    warm = run([a.suite, "--no-tracking", "--results-dir", str(out / "warm"), *cache], out / "warm.log")
-    print(f"warm-up (results discarded): {warm:.1f} s")
+    if not a.warm:
+        warm = run([a.suite, "--no-tracking", "--results-dir", str(out / "warm"), *cache], out / "warm.log")
+        print(f"warm-up (results discarded): {warm:.1f} s   {stats(out / 'warm.log')}")
     server, uri = serve(out)
     try:
         walls = {}

@@ -84,50 +84,54 @@ def train(
     ``copies`` set: epoch *e* uses the replayable augmented copy ``e % copies`` (cached teacher
     outputs exist for exactly those). ``copies`` None: fresh augmentation every step.
     """
-    if not examples:
-        raise ValueError("no training examples")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    seed_everything(seed)
-    rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    model.train()
-    loss_fn.train()
-    history: list[tuple[int, float]] = []
-    running, count, last = 0.0, 0, float("nan")
-    start = time.perf_counter()
-    for step, (epoch, batch_examples) in zip(range(config.steps), _epochs(examples, config, rng)):
-        loss_fn.progress = step / config.steps  # a loss's schedule (Loss.progress)
-        copy = (epoch % copies) if copies else None
-        feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
-        teacher_out = teacher(feats, copy) if teacher is not None else None
-        batch = loss_fn.student_batch(feats.batch, teacher_out)
-        features, lengths = feats.features, feats.lengths
-        if batch.inputs is not feats.batch.inputs:
-            # the teacher's outputs became the student's inputs (Loss.student_batch: a vocoder
-            # trained on the mels its acoustic teacher makes): featurised as the data's would be
-            with torch.no_grad():
-                features, lengths = pipeline.frontend(batch.inputs, batch.input_lengths)
-        out = pipeline.task.train_forward(model, features, lengths, batch)
-        loss = loss_fn(out, batch, teacher_out)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        last = loss.item()
-        running += last
-        count += 1
-        if on_step:
-            on_step(step + 1, last)
-        if (step + 1) % 50 == 0 or step + 1 == config.steps:
-            history.append((step + 1, running / count))
-            running, count = 0.0, 0
-    model.eval()
-    loss_fn.eval()
-    return TrainingReport(config.steps, time.perf_counter() - start, last, history)
+    threads = torch.get_num_threads()  # config.threads holds for this training only, not what runs next
+    try:
+        if not examples:
+            raise ValueError("no training examples")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(seed)
+        rng = random.Random(seed)
+        generator = torch.Generator().manual_seed(seed)
+        params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+        model.train()
+        loss_fn.train()
+        history: list[tuple[int, float]] = []
+        running, count, last = 0.0, 0, float("nan")
+        start = time.perf_counter()
+        for step, (epoch, batch_examples) in zip(range(config.steps), _epochs(examples, config, rng)):
+            loss_fn.progress = step / config.steps  # a loss's schedule (Loss.progress)
+            copy = (epoch % copies) if copies else None
+            feats = pipeline(batch_examples, copy=copy, generator=None if copies else generator)
+            teacher_out = teacher(feats, copy) if teacher is not None else None
+            batch = loss_fn.student_batch(feats.batch, teacher_out)
+            features, lengths = feats.features, feats.lengths
+            if batch.inputs is not feats.batch.inputs:
+                # the teacher's outputs became the student's inputs (Loss.student_batch: a vocoder
+                # trained on the mels its acoustic teacher makes): featurised as the data's would be
+                with torch.no_grad():
+                    features, lengths = pipeline.frontend(batch.inputs, batch.input_lengths)
+            out = pipeline.task.train_forward(model, features, lengths, batch)
+            loss = loss_fn(out, batch, teacher_out)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            last = loss.item()
+            running += last
+            count += 1
+            if on_step:
+                on_step(step + 1, last)
+            if (step + 1) % 50 == 0 or step + 1 == config.steps:
+                history.append((step + 1, running / count))
+                running, count = 0.0, 0
+        model.eval()
+        loss_fn.eval()
+        return TrainingReport(config.steps, time.perf_counter() - start, last, history)
+    finally:
+        torch.set_num_threads(threads)

@@ -110,8 +110,9 @@ class RayExecutor(Executor):
                 ray.init(address=o.address, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
                          log_to_driver=False)
             else:
-                ray.init(num_cpus=o.cpus or os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": env},
-                         logging_level=logging.WARNING, log_to_driver=False)
+                # "local": a new instance even if a cluster a crash left behind is still named in /tmp/ray
+                ray.init(address="local", num_cpus=o.cpus or os.cpu_count(), include_dashboard=False,
+                         runtime_env={"env_vars": env}, logging_level=logging.WARNING, log_to_driver=False)
                 self.started_here = True
         except Exception as exc:  # ConnectionError, a version mismatch, ...
             where = f"the Ray cluster at {o.address}" if o.address else "a local Ray instance"
