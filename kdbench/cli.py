@@ -186,9 +186,16 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     # files listed under it.
     console.print(f"\nleaderboard: {rs.name}\n\n{summary_text(result.board)}\n",
                   highlight=False, soft_wrap=True, markup=False)
-    skipped = {row.target: row.error for row in result.rows if row.status == "skipped"}
-    for target, reason in skipped.items():
+    # a target no model could run (cuda without a GPU) is one line; a model one target cannot run
+    # (a peer outside PyTorch on an int8 target) is one line per model and target
+    skipped = [row for row in result.rows if row.status == "skipped"]
+    whole = {row.target for row in skipped} - {row.target for row in result.rows if row.status != "skipped"}
+    for target in dict.fromkeys(row.target for row in skipped if row.target in whole):
+        reason = next(row.error for row in skipped if row.target == target)
         console.print(f"skipped target {target}: {reason}", highlight=False, soft_wrap=True)
+    for key in dict.fromkeys((row.model, row.target) for row in skipped if row.target not in whole):
+        reason = next(row.error for row in skipped if (row.model, row.target) == key)
+        console.print(f"skipped {key[0]} @ {key[1]}: {reason}", highlight=False, soft_wrap=True)
     _print_report_paths(result.reports)
     if tracker is not None and getattr(tracker, "client", None) is not None:
         from kdbench.tracking import ui_link

@@ -94,6 +94,9 @@ def test_the_peer_row_on_the_targets_that_can_run_it(fsdd_root, shared_cache, tm
     for target in ("cpu-int8", "onnxruntime"):  # they convert a PyTorch network: nothing to convert
         assert ours.loc[target, "status"] == "skipped"
         assert ours.loc[target, "error"].startswith("PocketSphinx runs outside PyTorch")
+        # the terminal says the peer was skipped there, not the target (the student ran on it)
+        assert f"skipped pocketsphinx @ {target}: PocketSphinx runs outside PyTorch" in result.output
+        assert f"skipped target {target}" not in result.output
     student = rows[rows["model"] == "gru-ctc"].set_index("target")
     assert (student["status"] == "ok").all()  # the student is measured on all four as before
     row = ours.loc["cpu"]
