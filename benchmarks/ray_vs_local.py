@@ -1,6 +1,6 @@
 """One suite with the local executor and with Ray on this machine, side by side in one run.
 
-    python benchmarks/ray_vs_local.py [SUITE] [--cache-dir DIR] [--out DIR] [--warm]
+    python benchmarks/ray_vs_local.py [SUITE] [--cache-dir DIR] [--out DIR] [--warm] [--ray-first]
 
 Both invocations read the same cache (warmed first by a run whose results are thrown away, so
 the corpus, the teachers and their outputs exist, as the issue's "once the teachers exist"),
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("KDBENCH_CACHE_DIR"))
     parser.add_argument("--out", default="/tmp/kdbench-ray-vs-local")
     parser.add_argument("--warm", action="store_true", help="the cache is warm already: no warm-up run")
+    parser.add_argument("--ray-first", action="store_true", help="time ray before local")
     a = parser.parse_args()
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -85,10 +86,11 @@ def main() -> None:
     server, uri = serve(out)
     try:
         walls = {}
-        for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        order = [("local", []), ("ray", ["--executor", "ray"])]
+        for name, extra in (order[::-1] if a.ray_first else order):  # the VM drifts: run both orders
             walls[name] = run([a.suite, "--tracking-uri", uri, "--results-dir", str(out / name), *cache, *extra],
                               out / f"{name}.log")
-            print(f"{name:5s}: {walls[name]:7.1f} s   {stats(out / f'{name}.log')}")
+            print(f"{name:5s}: {walls[name]:7.1f} s   {stats(out / f'{name}.log')}", flush=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
     print(f"speed-up of ray over local: {walls['local'] / walls['ray']:.2f}x")

@@ -529,7 +529,8 @@ class Runner:
         # models, so an executor gives each one a machine of its own), here or in other processes.
         spec = self._spec()
         work.register(spec, self)
-        executor = self.rs.executor.build(shared={"cache": self.cache.root, "results": self.out_dir.parent})
+        executor = self.rs.executor.build(shared={"cache": self.cache.root, "results": self.out_dir.parent},
+                                          training_threads=self.rs.suite.training.threads)
         try:
             indices = list(range(len(runs)))
             trained = self._outcomes(executor.map(work.Work(spec, "train"), indices),

@@ -102,6 +102,14 @@ def test_without_ray_installed_the_executor_says_how_to_install_it(monkeypatch):
         RayExecutor(RayOptions()).map(lambda job: job, [1])
 
 
+def test_a_suite_that_trains_with_more_threads_gets_as_many_cpus_per_training():
+    from kdbench_ray.executor import RayExecutor, RayOptions
+
+    assert RayExecutor(RayOptions()).train_cpus == 1  # small speech models: two 1-thread trainings per 2 cores
+    assert RayExecutor(RayOptions(), training_threads=2).train_cpus == 2  # not 2 threads on 1 CPU
+    assert RayExecutor(RayOptions(train_cpus=4), training_threads=2).train_cpus == 4
+
+
 def test_a_suite_on_a_ray_cluster_gives_the_local_rows_and_logs_each_run_once(tmp_path, fsdd_root, shared_cache,
                                                                               cluster, server):
     suite = write_suite(tmp_path / "tiny.yaml", tiny_suite(fsdd_root))

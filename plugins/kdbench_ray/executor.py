@@ -2,7 +2,7 @@
 
 - Trainings run in parallel, ``train_cpus`` each (1 by default: small speech models gain little
   from a second thread, so two 1-thread trainings on 2 cores finish sooner than two in turn
-  with 2 threads).
+  with 2 threads), or the suite's ``training.threads`` when it sets more.
 - Evaluations time models, so each asks for ``evaluation_cpus``: by default all the CPUs of the
   smallest machine, hence one evaluation per machine at a time, run with that many torch
   threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs; kdbench sets torch's threads too).
@@ -92,8 +92,11 @@ def _sees(paths: dict[str, str]) -> dict[str, str]:
 class RayExecutor(Executor):
     distributed = True
 
-    def __init__(self, options: RayOptions, shared: dict[str, Path] | None = None, **context):
+    def __init__(self, options: RayOptions, shared: dict[str, Path] | None = None,
+                 training_threads: int | None = None, **context):
         self.options = options
+        # a suite that trains with N threads (training.threads) gets N CPUs per training, not fewer
+        self.train_cpus = max(options.train_cpus, training_threads or 0)
         self.shared = {k: Path(v) for k, v in (shared or {}).items()}
         self.started_here = False
         self.checked = False
@@ -166,7 +169,7 @@ class RayExecutor(Executor):
             cpus = self._evaluation_cpus(ray)
             resources = {o.timing_resource: 1} if o.timing_resource else None
         else:
-            cpus, resources = o.train_cpus, None
+            cpus, resources = self.train_cpus, None
         task = ray.remote(_run_job).options(num_cpus=cpus, resources=resources, max_retries=o.max_retries,
                                             retry_exceptions=False)
         refs = [task.remote(fn, job, max(1, int(cpus))) for job in jobs]
