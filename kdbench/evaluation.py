@@ -71,12 +71,15 @@ def evaluate(
     target: Target,
     audio_dir: Path | None = None,
     keep_audio: int = 3,
+    scopes: Sequence[str] = ("split", "model"),
 ) -> EvaluationResult:
     """``audio_dir``: where the task writes the first ``keep_audio`` predictions of each test
-    set it can save as audio (``Task.save_prediction``), as ``<split>/<example id>.<ext>``."""
+    set it can save as audio (``Task.save_prediction``), as ``<split>/<example id>.<ext>``.
+    ``scopes``: which metrics to compute: ``split`` (quality, over each test set's predictions)
+    and ``model`` (timing, size, FLOPs: once per model), so the two can run at different times."""
     threads = torch.get_num_threads()  # a target sets its own; the caller's training keeps theirs
     try:
-        return _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio)
+        return _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio, scopes)
     finally:
         torch.set_num_threads(threads)
 
@@ -120,14 +123,14 @@ def _listener(task: Task, preds: Sequence[Any]) -> Callable[[int], Any]:
     return audio
 
 
-def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio) -> EvaluationResult:
+def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_audio, scopes) -> EvaluationResult:
     eager = Deployable(frontend, model).eval()
     deployed = target.prepare(Deployable(frontend, model).eval())
     measurements: list[Measurement] = []
     predictions: dict[str, list[dict[str, Any]]] = {}
     scores: dict[str, dict[str, list]] = {}
     audio: list[Path] = []
-    for split, examples in tests.items():
+    for split, examples in (tests.items() if "split" in scopes else ()):
         preds = predict(deployed, task, examples)
         audio += _save_audio(task, split, examples, preds, audio_dir, keep_audio)
         refs = [task.reference(e) for e in examples]
@@ -186,6 +189,6 @@ def _evaluate(model, frontend, task, tests, metrics, target, audio_dir, keep_aud
                     prepare_input=prepare_input, forward=forward_with(deployed), startup=startup,
                     threads=getattr(target, "threads", None), seconds=seconds)
     for metric in metrics:
-        if metric.scope == "model":
+        if metric.scope == "model" and "model" in scopes:
             measurements += _with_method(metric, metric.compute(ev))
     return EvaluationResult(measurements, predictions, scores, audio)

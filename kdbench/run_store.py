@@ -63,18 +63,34 @@ class RunStore:
     def evaluation_path(self, run_key: str, target_key: str) -> Path:
         return self.run_dir(run_key) / f"evaluation-{target_key}.json"
 
-    def save_evaluation(self, run_key: str, target_key: str, record: dict[str, Any],
-                        predictions: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    def save_predictions(self, run_key: str, target_key: str,
+                         predictions: dict[str, list[dict[str, Any]]]) -> list[Path]:
         paths = []
         for split, rows in predictions.items():
             path = self.run_dir(run_key) / f"predictions-{target_key}-{split}.jsonl"
             atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
             paths.append(path)
+        return paths
+
+    def save_evaluation(self, run_key: str, target_key: str, record: dict[str, Any],
+                        predictions: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
+        """The record, written last: its presence means the evaluation is complete."""
+        paths = self.save_predictions(run_key, target_key, predictions or {})
         self._write_json(self.evaluation_path(run_key, target_key), record)
         return paths
 
     def load_evaluation(self, run_key: str, target_key: str) -> dict[str, Any] | None:
         return self._read_json(self.evaluation_path(run_key, target_key))
+
+    def quality_path(self, run_key: str, target_key: str) -> Path:
+        """An evaluation's quality half, measured apart from its timing (kdbench.runner)."""
+        return self.run_dir(run_key) / f"quality-{target_key}.json"
+
+    def save_quality(self, run_key: str, target_key: str, record: dict[str, Any]) -> None:
+        self._write_json(self.quality_path(run_key, target_key), record)
+
+    def load_quality(self, run_key: str, target_key: str) -> dict[str, Any] | None:
+        return self._read_json(self.quality_path(run_key, target_key))
 
     def scores_path(self, run_key: str, target_key: str) -> Path:
         return self.run_dir(run_key) / f"scores-{target_key}.json"

@@ -251,9 +251,12 @@ class Runner:
         finally:
             self.progress.stop(handle)
 
-    def _teacher_source(self, teacher: TeacherState, forcing: bool, counts: dict[str, int]) -> tuple[Callable, int | None]:
+    def _teacher_source(self, teacher: TeacherState, forcing: bool = False,
+                        counts: dict[str, int] | None = None) -> tuple[Callable, int | None]:
         """Cached mode: look up stored outputs of the replayed copy. Online: run the teacher.
-        ``forcing``: teacher-forced on the batch (Loss.teacher_forcing), else free running."""
+        ``forcing``: teacher-forced on the batch (Loss.teacher_forcing), else free running.
+        ``counts``: where online batches are counted (the job's, which the suite adds up)."""
+        counts = {} if counts is None else counts
         if self.rs.suite.teacher_outputs.mode == "cached":
             store = self._teacher_outputs(teacher, forcing)
             copies = self.rs.suite.teacher_outputs.copies if self.pipeline.augments else None
@@ -359,43 +362,89 @@ class Runner:
             self._track_finish(child, False, error=_error_text(exc), trace=traceback.format_exc())
             return Trained(key, child, fresh, False, error=_error_text(exc), counts=counts)
 
-    def evaluate(self, job: tuple[int, Trained]) -> Measured:
-        """Every target's rows of trained run ``job``: the model is read back from the run store."""
+    def _trained_model(self, run: StudentRun, key: str) -> Model:
+        """A trained run's model, read back from the run store."""
+        model: Model = run.student.build(model_spec=self.model_spec)
+        state = self.store.load_checkpoint(key)
+        if state is None:
+            raise RuntimeError(f"no checkpoint of run {key} in {self.store.suite_dir}: "
+                               "does every node see the results folder?")
+        model.load_state_dict(state)
+        return model.eval()
+
+    def measure_quality(self, job: tuple[int, Trained]) -> None:
+        """The quality half of trained run ``job``'s evaluations, on every target (see ``evaluate``)."""
         index, trained = job
+        run, key, identity, tags = self._student(index)
+        if trained.error is not None:
+            return
+        try:
+            ev = Evaluated(self._trained_model(run, key), key, identity, trained.reused, trained.child, tags)
+        except Exception:  # evaluate records it
+            return
+        for resolved, target in self.targets:
+            self._measure_quality(ev, resolved, target)
+
+    def evaluate(self, job: tuple[int, Trained, str]) -> Measured:
+        """Every target's rows of trained run ``job`` (index, training, part): "all" measured
+        here, or "timing" after ``measure_quality``."""
+        index, trained, part = job
         run, key, identity, tags = self._student(index)
         if trained.error is not None:
             return Measured([_failed(identity, key, t.label, trained.error) for t, _ in self.targets], {})
         try:
-            model: Model = run.student.build(model_spec=self.model_spec)
-            state = self.store.load_checkpoint(key)
-            if state is None:
-                raise RuntimeError(f"no checkpoint of run {key} in {self.store.suite_dir}: "
-                                   "does every node see the results folder?")
-            model.load_state_dict(state)
-            model.eval()
+            model = self._trained_model(run, key)
         except Exception as exc:
             rows = [_failed(identity, key, t.label, exc) for t, _ in self.targets]
         else:
-            rows = self._evaluate_on_targets(Evaluated(model, key, identity, trained.reused, trained.child, tags))
+            rows = self._evaluate_on_targets(Evaluated(model, key, identity, trained.reused, trained.child, tags), part)
         failed = [r for r in rows if r.status == "failed"]
         if failed and trained.fresh:
             self._track_finish(trained.child, False, error=f"evaluation @ {failed[0].target}: {failed[0].error}")
         return Measured(rows, dict(self.columns))
 
     # ---- evaluation ---------------------------------------------------------------------
-    def _evaluate_on_targets(self, evaluated: Evaluated) -> list[Row]:
+    def _evaluate_on_targets(self, evaluated: Evaluated, part: str = "all") -> list[Row]:
         rows = []
         n_params = sum(p.numel() for p in evaluated.model.parameters())
         handle = self.progress.start(f"evaluate {evaluated.identity.describe()}", len(self.targets))
         try:
             for resolved, target in self.targets:
-                rows.append(self._evaluate_on_target(evaluated, n_params, resolved, target))
+                rows.append(self._evaluate_on_target(evaluated, n_params, resolved, target, part))
                 self.progress.update(handle, len(rows))
         finally:
             self.progress.stop(handle)
         return rows
 
-    def _evaluate_on_target(self, ev: Evaluated, n_params: int, resolved: Resolved, target: Any) -> Row:
+    def _measure(self, ev: Evaluated, resolved: Resolved, target: Any, target_key: str,
+                 scopes: tuple[str, ...]) -> dict[str, Any]:
+        """Evaluate on one target, keeping scores, predictions and audio in the run store: the
+        record of what ``scopes`` measured (per-utterance samples go to their own file)."""
+        audio_dir = self.store.audio_dir(ev.run_key, target_key)
+        result = evaluate(ev.model, self.frontend, self.task, self.corpus.tests, self.metrics, target,
+                          audio_dir=audio_dir, scopes=scopes)
+        if "split" in scopes:
+            self.store.save_scores(ev.run_key, target_key, result.scores)
+            self.store.save_predictions(ev.run_key, target_key, result.predictions)
+        return {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
+                                 for m in result.measurements],
+                "target": {**resolved.config(), **target.describe()},
+                "audio": [str(p.relative_to(audio_dir)) for p in result.audio]}
+
+    def _measure_quality(self, ev: Evaluated, resolved: Resolved, target: Any) -> None:
+        """The quality half of an evaluation, ahead of its timing (``part="timing"``), by a job
+        that may share its machine: the timing job then only times, with the machine to itself."""
+        target_key = records.target_key(resolved.config(), [m.config() for m in self.rs.metrics])
+        if not target.can_run(ev.model)[0] or (not self.reevaluate and self.store.load_evaluation(ev.run_key, target_key)):
+            return
+        try:
+            self.store.save_quality(ev.run_key, target_key, self._measure(ev, resolved, target, target_key, ("split",)))
+        except Exception:  # the timing job measures it again and records the failure in its row
+            return
+
+    def _evaluate_on_target(self, ev: Evaluated, n_params: int, resolved: Resolved, target: Any,
+                            part: str = "all") -> Row:
+        """``part``: "all", or "timing" when the quality half was measured before (``_measure_quality``)."""
         identity = ev.identity
         row = Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, resolved.label,
                   "ok", ev.run_key, params=n_params, reused=ev.reused, started=time.time())
@@ -407,16 +456,14 @@ class Runner:
         record = None if self.reevaluate else self.store.load_evaluation(ev.run_key, target_key)
         try:
             if record is None:
-                result = evaluate(ev.model, self.frontend, self.task, self.corpus.tests, self.metrics, target,
-                                  audio_dir=self.store.audio_dir(ev.run_key, target_key))
-                # per-utterance samples go to their own file: the record stays small
-                record = {"measurements": [{k: v for k, v in m.__dict__.items() if k not in ("samples", "weights")}
-                                           for m in result.measurements],
-                          "target": {**resolved.config(), **target.describe()},
-                          "audio": [str(p.relative_to(self.store.audio_dir(ev.run_key, target_key)))
-                                    for p in result.audio]}
-                self.store.save_scores(ev.run_key, target_key, result.scores)
-                self.store.save_evaluation(ev.run_key, target_key, record, result.predictions)
+                quality = self.store.load_quality(ev.run_key, target_key) if part == "timing" else None
+                if quality is None:
+                    record = self._measure(ev, resolved, target, target_key, ("split", "model"))
+                else:
+                    record = self._measure(ev, resolved, target, target_key, ("model",))
+                    record.update(measurements=quality["measurements"] + record["measurements"],
+                                  audio=quality["audio"])
+                self.store.save_evaluation(ev.run_key, target_key, record, {})
             else:
                 row.reused = True
         except Exception as exc:
@@ -543,10 +590,14 @@ class Runner:
             done += len(runs)
             self.progress.update(overall, done)
             clock = self._phase("training_s", clock)
+            part = "all"
+            if executor.distributed:  # quality side by side first; then each timing with a machine to itself
+                executor.map(work.Work(spec, "measure_quality"), list(zip(indices, trained)))
+                part = "timing"
             measured = self._outcomes(executor.map(work.Work(spec, "evaluate", exclusive=True),
-                                                   list(zip(indices, trained))),
+                                                   [(i, t, part) for i, t in zip(indices, trained)]),
                                       lambda i, error: Measured(self.evaluate((i, Trained(
-                                          trained[i].key, None, False, False, error=error))).rows, {}))
+                                          trained[i].key, None, False, False, error=error), part)).rows, {}))
             self._phase("evaluation_s", clock)
         finally:
             work.forget(spec)

@@ -59,6 +59,11 @@ class MlflowServer:
 class RayCluster:
     """``ray start --head`` and one ``ray start --address`` worker node, ``cpus`` CPUs each."""
 
+    #: what the cluster's processes and every client need: Ray 2.60's token authentication off
+    #: (it reads and writes ~/.ray/auth_token, shared with whatever else ran Ray as this user, and
+    #: a worker node that read another token than the head's was refused), no usage reports
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
     def __init__(self, root: Path, cpus: int = 1):
         self.root, self.cpus, self.port = Path(root), cpus, free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -69,7 +74,7 @@ class RayCluster:
         ray = Path(sys.executable).with_name("ray")
         proc = subprocess.Popen([str(ray), "start", "--block", f"--num-cpus={self.cpus}", "--disable-usage-stats",
                                  *args], stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                                env={**os.environ, **self.env})
         self.procs.append(proc)
         deadline = time.monotonic() + DEADLINE
         while "Ray runtime started" not in log.read_text():

@@ -11,6 +11,7 @@ store that is not a server is refused before anything trains.
 import collections
 import csv
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from kdbench.cli import main
+from kdbench.hookspecs import hookimpl
+from kdbench.interfaces import Executor
+from kdbench.plugins import build_registry
 
 from conftest import tiny_suite, write_suite
 from servers import DEADLINE, MlflowServer, RayCluster
@@ -32,9 +36,13 @@ QUALITY = ("test-seen/wer", "test-seen/cer", "test-unseen/wer", "test-unseen/cer
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     cluster = RayCluster(tmp_path_factory.mktemp("ray"))
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)  # the kdbench processes the tests start are its clients
     cluster.start()
     yield cluster
     cluster.stop()
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +133,8 @@ def test_a_suite_on_a_ray_cluster_gives_the_local_rows_and_logs_each_run_once(tm
     assert all(r["status"] == "ok" for r in [*here.values(), *there.values()])
     for key in here:  # the same weights (same seeds, same inputs), so the same quality and size
         assert {m: here[key][m] for m in QUALITY} == {m: there[key][m] for m in QUALITY}, key
+    # on Ray the students' quality was measured apart from their timing, side by side
+    assert len(list((tmp_path / "ray" / "tiny" / "runs").glob("*/quality-*.json"))) == 2
 
     runs = runs_of(server.uri, "tiny")
     parents = [r for r in runs if r.data.tags.get("kdbench.role") == "suite"]
@@ -175,3 +185,49 @@ def test_a_worker_killed_mid_training_is_retried_and_its_run_resumed_not_duplica
     assert student.data.tags["kdbench.owner.task"] == owner_task
     assert int(student.data.tags["kdbench.owner.pid"]) != victim
     assert (tmp_path / "results" / "killed" / "leaderboard.csv").exists()
+
+
+# ---- the runner's path for a distributed executor, without a cluster ----------------------------
+CALLS: list[tuple[str, bool, int]] = []
+
+
+class PicklingExecutor(Executor):
+    """Distributed as far as the runner can tell: every job crosses a pickle, as to a Ray worker,
+    and lands back in this process (where the Work finds the driver's runner)."""
+
+    distributed = True
+
+    def __init__(self, options, **context):
+        pass
+
+    def map(self, fn, jobs):
+        CALLS.append((fn.method, bool(getattr(fn, "exclusive", False)), len(jobs)))
+        return [pickle.loads(pickle.dumps(fn))(pickle.loads(pickle.dumps(job))) for job in jobs]
+
+
+class Pickling:
+    @hookimpl
+    def register_executors(self, register):
+        register("pickling", PicklingExecutor)
+
+
+def test_a_distributed_executor_measures_quality_side_by_side_then_times_alone_with_the_same_rows(tmp_path,
+                                                                                                  fsdd_root,
+                                                                                                  shared_cache):
+    registry = build_registry(extra_plugins=[Pickling()])
+    results = {}
+    for executor in ("local", "pickling"):
+        suite = write_suite(tmp_path / f"{executor}.yaml", tiny_suite(fsdd_root, executor=executor))
+        result = CliRunner().invoke(main, ["run", str(suite), "--results-dir", str(tmp_path / executor),
+                                           "--cache-dir", str(shared_cache), "--no-tracking"], obj=registry)
+        assert result.exit_code == 0, result.output
+        results[executor] = rows(tmp_path / executor, "tiny")
+    # trainings, then every quality half side by side, then the timing halves with a machine each
+    assert CALLS == [("train", False, 2), ("measure_quality", False, 2), ("evaluate", True, 2)]
+    here, there = results["local"], results["pickling"]
+    assert here.keys() == there.keys() and all(r["status"] == "ok" for r in there.values())
+    for key in here:
+        assert {m: here[key][m] for m in QUALITY} == {m: there[key][m] for m in QUALITY}, key
+        assert there[key]["latency_p50_ms"]  # timed too, in the second half
+    halves = list((tmp_path / "pickling" / "tiny" / "runs").glob("*/quality-*.json"))
+    assert len(halves) == 2 and not list((tmp_path / "local" / "tiny" / "runs").glob("*/quality-*.json"))

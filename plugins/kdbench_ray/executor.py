@@ -3,8 +3,9 @@
 - Trainings run in parallel, ``train_cpus`` each (1 by default: small speech models gain little
   from a second thread, so two 1-thread trainings on 2 cores finish sooner than two in turn
   with 2 threads), or the suite's ``training.threads`` when it sets more.
-- Evaluations time models, so each asks for ``evaluation_cpus``: by default all the CPUs of the
-  smallest machine, hence one evaluation per machine at a time, run with that many torch
+- Quality is measured side by side like trainings (the runner's ``measure_quality`` phase).
+- Evaluations then time models, so each asks for ``evaluation_cpus``: by default all the CPUs of
+  the smallest machine, hence one evaluation per machine at a time, run with that many torch
   threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs; kdbench sets torch's threads too).
   ``timing_resource`` sends them only to machines that offer that custom resource, a dedicated
   node type (``ray start --resources='{"timing": 1}'``). Rows record the host they were timed on
