@@ -396,6 +396,10 @@ class Executor(ABC):
     #: server (an sqlite file breaks under concurrent writers) and share the cache and results
     #: folders through a filesystem every machine mounts
     distributed: bool = False
+    #: measure every evaluation's quality (metrics of scope ``split``) in a phase of its own,
+    #: side by side, before the exclusive timings: worth a second export per target when quality
+    #: metrics cost more than timing (a TTS judge, PESQ), not for a few WERs
+    quality_apart: bool = False
 
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:

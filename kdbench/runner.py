@@ -591,7 +591,7 @@ class Runner:
             self.progress.update(overall, done)
             clock = self._phase("training_s", clock)
             part = "all"
-            if executor.distributed:  # quality side by side first; then each timing with a machine to itself
+            if getattr(executor, "quality_apart", False):  # quality side by side, then each timing alone
                 executor.map(work.Work(spec, "measure_quality"), list(zip(indices, trained)))
                 part = "timing"
             measured = self._outcomes(executor.map(work.Work(spec, "evaluate", exclusive=True),

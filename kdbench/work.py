@@ -2,8 +2,8 @@
 
 A suite's student runs go to the executor in phases: every training (``train``), then every
 evaluation (``evaluate``, ``exclusive``: it times models, so it needs a machine's CPUs to itself).
-A distributed executor gets one more in between, ``measure_quality``: the quality metrics, side by
-side, so the exclusive jobs only time.
+An executor with ``quality_apart`` gets one more in between, ``measure_quality``: the quality
+metrics, side by side, so the exclusive jobs only time.
 Each job is a ``Work`` called on a small picklable argument (a run's index in the plan). A Work
 names its runner by a ``RunnerSpec``: what the suite is and where its caches, results and
 tracking store are. In the process that made the runner, the Work finds that very runner; in

@@ -121,11 +121,13 @@ def test_a_suite_that_trains_with_more_threads_gets_as_many_cpus_per_training():
 def test_a_suite_on_a_ray_cluster_gives_the_local_rows_and_logs_each_run_once(tmp_path, fsdd_root, shared_cache,
                                                                               cluster, server):
     suite = write_suite(tmp_path / "tiny.yaml", tiny_suite(fsdd_root))
+    on_ray = write_suite(tmp_path / "tiny-ray.yaml", tiny_suite(fsdd_root, executor={
+        "name": "ray", "options": {"quality_apart": True}}))  # --address joins these options
     common = ("--tracking-uri", server.uri, "--cache-dir", shared_cache)
     local = kdbench(tmp_path / "local.log", "run", suite, "--results-dir", tmp_path / "local", *common)
     assert local.wait(DEADLINE) == 0, (tmp_path / "local.log").read_text()
-    ray = kdbench(tmp_path / "ray.log", "run", suite, "--results-dir", tmp_path / "ray", *common,
-                  "--executor", "ray", "--address", cluster.address)
+    ray = kdbench(tmp_path / "ray.log", "run", on_ray, "--results-dir", tmp_path / "ray", *common,
+                  "--address", cluster.address)
     assert ray.wait(DEADLINE) == 0, (tmp_path / "ray.log").read_text()
 
     here, there = rows(tmp_path / "local", "tiny"), rows(tmp_path / "ray", "tiny")
@@ -196,6 +198,7 @@ class PicklingExecutor(Executor):
     and lands back in this process (where the Work finds the driver's runner)."""
 
     distributed = True
+    quality_apart = True
 
     def __init__(self, options, **context):
         pass

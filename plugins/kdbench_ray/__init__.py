@@ -9,4 +9,4 @@ from kdbench_ray.executor import RayExecutor, RayOptions
 @hookimpl
 def register_executors(register):
     register("ray", RayExecutor, options=RayOptions,
-             summary="runs trainings and quality in parallel on a Ray cluster, timings one per machine")
+             summary="runs trainings in parallel on a Ray cluster, evaluations one per machine")

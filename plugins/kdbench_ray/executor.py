@@ -3,7 +3,10 @@
 - Trainings run in parallel, ``train_cpus`` each (1 by default: small speech models gain little
   from a second thread, so two 1-thread trainings on 2 cores finish sooner than two in turn
   with 2 threads), or the suite's ``training.threads`` when it sets more.
-- Quality is measured side by side like trainings (the runner's ``measure_quality`` phase).
+- With ``quality_apart``, quality is measured side by side like trainings (the runner's
+  ``measure_quality`` phase), before the timings. Off by default: on the default ASR suite it
+  made the evaluations slower on a 2-core machine (docs/scale-out.md), since each target then
+  exports and quantizes every model twice.
 - Evaluations then time models, so each asks for ``evaluation_cpus``: by default all the CPUs of
   the smallest machine, hence one evaluation per machine at a time, run with that many torch
   threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs; kdbench sets torch's threads too).
@@ -48,6 +51,8 @@ class RayOptions(Options):
                                                                 "smallest machine's, so one evaluation per machine)")
     timing_resource: str | None = Field(None, description="a custom Ray resource only timing machines offer")
     max_retries: int = Field(3, ge=0, description="retries of a job whose worker died (Ray's default)")
+    quality_apart: bool = Field(False, description="measure quality side by side before the timings (worth a "
+                                                   "second export per target when quality metrics are slow)")
 
 
 def _ray():
@@ -101,6 +106,7 @@ class RayExecutor(Executor):
         self.shared = {k: Path(v) for k, v in (shared or {}).items()}
         self.started_here = False
         self.checked = False
+        self.quality_apart = options.quality_apart
 
     # ---- the cluster -------------------------------------------------------------------------
     def _connect(self):
