@@ -38,19 +38,23 @@ def cluster(tmp_path_factory):
     cluster = RayCluster(tmp_path_factory.mktemp("ray"))
     saved = {k: os.environ.get(k) for k in cluster.env}
     os.environ.update(cluster.env)  # the kdbench processes the tests start are its clients
-    cluster.start()
-    yield cluster
-    cluster.stop()
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    try:
+        cluster.start()
+        yield cluster
+    finally:  # a worker node that failed to join must not leave the head running
+        cluster.stop()
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
-    yield server
-    server.kill()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
 
 
 def kdbench(log: Path, *args) -> subprocess.Popen:
