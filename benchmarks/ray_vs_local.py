@@ -17,37 +17,15 @@ import argparse
 import csv
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from servers import MlflowServer  # noqa: E402  the tests' own: one way to start a server
+
 QUALITY_PREFIXES = ("test", "params", "size_mb")  # per-split quality, parameters, size: not timings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts")],
-                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"mlflow server did not start: {root / 'server.log'}")
 
 
 def run(args: list[str], log: Path) -> float:
@@ -83,7 +61,9 @@ def main() -> None:
     if not a.warm:
         warm = run([a.suite, "--no-tracking", "--results-dir", str(out / "warm"), *cache], out / "warm.log")
         print(f"warm-up (results discarded): {warm:.1f} s   {stats(out / 'warm.log')}")
-    server, uri = serve(out)
+    server = MlflowServer(out / "mlflow")
+    server.start()
+    uri = server.uri
     try:
         walls = {}
         order = [("local", []), ("ray", ["--executor", "ray"])]
@@ -92,7 +72,7 @@ def main() -> None:
                               out / f"{name}.log")
             print(f"{name:5s}: {walls[name]:7.1f} s   {stats(out / f'{name}.log')}", flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        server.kill()
     print(f"speed-up of ray over local: {walls['local'] / walls['ray']:.2f}x")
     here, there = rows(out / "local"), rows(out / "ray")
     columns = [c for c in next(iter(here.values())) if c.startswith(QUALITY_PREFIXES)]
