@@ -126,41 +126,90 @@ def main():
                                                "(`local`, `ray`: see `kdbench plugins executors`).")
 @click.option("--address", default=None, help="For --executor ray: a running cluster ('auto' or HOST:PORT of its "
                                               "head); without it a Ray instance is started on this machine.")
+@click.option("--fold", "folds", multiple=True, help="Run this fold of the suite's `folds` (repeatable; `all`: every "
+                                                     "fold), instead of those its folds.run names.")
 @_handle_errors
 def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reevaluate, no_tracking, baseline,
-        executor, address):
+        executor, address, folds):
     """Distill, evaluate and rank everything SUITE declares.
 
     Finished work is reused on a second run; --force redoes it. A failing run is recorded
-    with its error and the rest go on; the exit code is then 5.
+    with its error and the rest go on; the exit code is then 5. A suite with folds runs each
+    fold as a suite of its own, then writes the mean and spread over the folds.
     """
-    from kdbench.board import summary_text
     from kdbench.cache import Cache
-    from kdbench.runner import Runner
-    from kdbench.suite import load_suite
-    from kdbench.preflight import check_writable, sqlite_folder, storage_error
-    from kdbench.spool import open_tracker
+    from kdbench.folds import fold_names, resolve_folds
+    from kdbench.suite import read_suite
     from kdbench.tracking import resolve_tracking_uri
 
     registry = _registry()
     _warn_problems(registry)
-    rs = _with_executor(suite, registry, executor, address) if executor or address else load_suite(suite, registry)
+    declared = read_suite(suite)
+    if executor or address:
+        declared = _with_executor(declared, executor, address)
+    # every fold is checked before the first trains: a bad fold must not cost the others' hours
+    resolved = resolve_folds(Path(suite), declared, registry, fold_names(Path(suite), declared, folds))
+    gated = gate = None
     if baseline is not None:
         from kdbench.regression import load as load_baseline
 
         # a broken baseline, or another suite's, should fail before an hour of training, not after
         meant_for = load_baseline(baseline).get("suite")
-        if meant_for and meant_for != rs.name:
+        names = [rs.name for _, rs in resolved]
+        if meant_for and meant_for not in names:
             from kdbench.errors import BaselineError
 
-            raise BaselineError(f"{baseline}: baseline is for suite {meant_for!r}, not {rs.name!r}")
+            raise BaselineError(f"{baseline}: baseline is for suite {meant_for!r}, not {' or '.join(map(repr, names))}")
+        gated = meant_for or names[0]
+    from kdbench.preflight import check_writable, sqlite_folder
+
     cache = Cache(cache_dir)
-    uri = None if no_tracking else resolve_tracking_uri(tracking_uri, rs.suite.tracking.uri)
-    _check_concurrent_writers(rs, uri)
-    check_writable({"results folder": Path(results_dir) / rs.name, "cache": cache.root,
-                    "tracking store's folder": sqlite_folder(uri), "spool folder": Path(results_dir) / "spool"})
+    uris = {}
+    for _, rs in resolved:
+        uris[rs.name] = uri = None if no_tracking else resolve_tracking_uri(tracking_uri, rs.suite.tracking.uri)
+        _check_concurrent_writers(rs, uri)
+        check_writable({"results folder": Path(results_dir) / rs.name, "cache": cache.root,
+                        "tracking store's folder": sqlite_folder(uri), "spool folder": Path(results_dir) / "spool"})
+    done, failed = [], 0
+    for fold, rs in resolved:
+        if fold is not None:
+            console.print(f"\n[bold]fold {fold}[/] ({rs.name})", highlight=False)
+        uri = uris[rs.name]
+        result, tracker = _run_suite(rs, registry, cache, uri, results_dir, force, force_teachers, reevaluate)
+        done.append((fold, result))
+        failed += len(result.failures)
+        if rs.name == gated:
+            gate = (rs, tracker)
+    if len(done) > 1:
+        from kdbench import folds as folds_module
+
+        summary = folds_module.summarize(done)
+        console.print(f"\nacross folds: {declared.name}\n\n{folds_module.summary_text(summary)}\n",
+                      highlight=False, soft_wrap=True, markup=False)
+        _print_report_paths(folds_module.write(summary, Path(results_dir) / declared.name,
+                                               f"{declared.name}: {len(done)} folds"))
+    if gate is not None:  # after every fold ran: a regression in one must not stop the others
+        rs, tracker = gate
+        if tracker is not None and getattr(tracker, "client", None) is not None:
+            _gate(baseline, tracker.client, [tracker.experiment_id], rs.name, report=None, allow_missing=False,
+                  target_order=[t.label for t in rs.targets])
+        else:
+            err_console.print(f"[yellow]warning:[/] not compared with {baseline}: the results are not in a tracking "
+                              "store (run `kdbench sync`, then `kdbench compare`)", highlight=False, soft_wrap=True)
+    if failed:
+        total = sum(len(result.rows) for _, result in done)
+        raise RunFailed(f"{failed} of {total} rows failed; the others are in the leaderboard")
+
+
+def _run_suite(rs, registry, cache, uri, results_dir, force, force_teachers, reevaluate):
+    """Run one (resolved) suite, print its board and failures; its result and its tracker (None without)."""
+    from kdbench.board import summary_text
+    from kdbench.preflight import storage_error
+    from kdbench.runner import Runner
+    from kdbench.spool import open_tracker
+
     tracker = None
-    if not no_tracking:
+    if uri is not None:
         experiment = rs.suite.tracking.experiment or f"kdbench-{rs.name}"
 
         def spooling(exc, session):  # at start or mid-run: the results must not be lost, keep them locally
@@ -204,32 +253,23 @@ def run(suite, tracking_uri, results_dir, cache_dir, force, force_teachers, reev
     stats = ", ".join(f"{k[:-2]} {v} s" if k.endswith("_s") else f"{k.replace('_', ' ')} {v}"
                       for k, v in result.stats.items())
     console.print(f"[dim]{stats}[/]")
-    if baseline is not None and tracker is not None and getattr(tracker, "client", None) is not None:
-        _gate(baseline, tracker.client, [tracker.experiment_id], rs.name, report=None, allow_missing=False,
-              target_order=[t.label for t in rs.targets])
-    elif baseline is not None:
-        err_console.print(f"[yellow]warning:[/] not compared with {baseline}: the results are not in a tracking store "
-                          "(run `kdbench sync`, then `kdbench compare`)", highlight=False, soft_wrap=True)
     for row in result.failures:
         seed = None if row.seed is None else f"seed {row.seed}"  # a teacher's or a reference's row has none
         what = " · ".join(part for part in (row.model, row.loss, seed) if part)
         err_console.print(f"[red]failed[/] {what} @ {row.target}: {row.error}", highlight=False, soft_wrap=True)
     if runner.write_error is not None:  # the leaderboard files could not be written; the runs are kept
         raise storage_error(runner.write_error)
-    if result.failures:
-        raise RunFailed(f"{len(result.failures)} of {len(result.rows)} rows failed; the others are in the leaderboard")
+    return result, tracker
 
 
-def _with_executor(path: Path, registry, executor: str | None, address: str | None):
+def _with_executor(suite, executor: str | None, address: str | None):
     """The suite with ``--executor`` / ``--address`` in place of its own executor, validated as
     if the file said so (an option the executor lacks is the usual one-line error)."""
-    from kdbench.suite import ComponentRef, read_suite, resolve_suite
+    from kdbench.suite import ComponentRef
 
-    suite = read_suite(path)
     ref = suite.executor if executor is None and suite.executor is not None else ComponentRef(name=executor or "local")
     options = {**ref.options, **({"address": address} if address else {})}
-    return resolve_suite(suite.model_copy(update={"executor": ref.model_copy(update={"options": options})}),
-                         registry, path)
+    return suite.model_copy(update={"executor": ref.model_copy(update={"options": options})})
 
 
 def _check_concurrent_writers(rs, uri: str | None) -> None:
@@ -252,16 +292,21 @@ def _check_concurrent_writers(rs, uri: str | None) -> None:
 @_handle_errors
 def validate(suites):
     """Check SUITES without running them: YAML, schema, every plugin name and every option."""
+    from kdbench.folds import resolve_folds
     from kdbench.plan import plan_student_runs
-    from kdbench.suite import load_suite
+    from kdbench.suite import read_suite
 
     registry = _registry()
     _warn_problems(registry)
     for path in suites:
-        rs = load_suite(path, registry)
+        suite = read_suite(path)
+        # every fold, not only those `run` runs by default: --fold may pick any
+        resolved = resolve_folds(Path(path), suite, registry, list(suite.folds.each) if suite.folds else [None])
+        rs = resolved[0][1]
         runs = plan_student_runs(rs)
+        folds = f", {len(resolved)} folds" if suite.folds else ""
         console.print(f"[green]ok[/] {path}: {len(rs.teachers)} teacher(s), {len(runs)} student run(s), "
-                      f"{len(rs.targets)} target(s), {len(rs.metrics)} metric(s)")
+                      f"{len(rs.targets)} target(s), {len(rs.metrics)} metric(s){folds}")
 
 
 @main.command()

@@ -81,6 +81,40 @@ class TrackingConfig(_Strict):
     experiment: str | None = None
 
 
+class FoldsConfig(_Strict):
+    """Folds of one suite: each sets some dataset options (e.g. which speakers are held out) and
+    runs as a suite of its own, ``<name>.<fold>``; ``kdbench run`` then also reports the mean and
+    spread over the folds it ran."""
+
+    each: dict[str, dict[str, Any]] = Field(min_length=1, description="fold name -> the dataset options it sets, "
+                                            "over dataset.options")
+    run: list[str] | Literal["all"] | None = Field(None, description="the folds `kdbench run` runs without --fold "
+                                                   "(default: the first)")
+
+    @field_validator("each")
+    @classmethod
+    def _folder_names(cls, each: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in each:  # a fold names results/<suite>.<fold>/
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]*", name):
+                raise ValueError(f"fold {name!r} cannot name a results folder: use letters, digits, '_' and '-'")
+        return each
+
+    @model_validator(mode="after")
+    def _known_run(self):
+        if isinstance(self.run, list):
+            from kdbench.suggest import unknown_name_message
+
+            for name in self.run:
+                if name not in self.each:
+                    raise ValueError(unknown_name_message("fold", name, list(self.each)))
+        return self
+
+    def default(self) -> list[str]:
+        if self.run == "all":
+            return list(self.each)
+        return list(self.run) if self.run else [next(iter(self.each))]
+
+
 class Suite(_Strict):
     name: str = Field(description="names the results folder results/<name>/ and the MLflow experiment")
     description: str = ""
@@ -105,6 +139,7 @@ class Suite(_Strict):
     reporters: list[ComponentRef] = Field(default_factory=list)
     executor: ComponentRef | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    folds: FoldsConfig | None = None
 
     @field_validator("name")
     @classmethod

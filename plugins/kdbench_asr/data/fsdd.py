@@ -63,16 +63,29 @@ class FsddConnectedDigits:
         self.options = options
         self.cache_dir = Path(cache_dir)
 
+    @staticmethod
+    def check_suite(options: "FsddConnectedDigits.Options", suite) -> None:
+        """Held-out speakers the recordings lack, before anything trains (every fold of a suite is
+        checked before the first runs). Without a local checkout yet (``download: true``), load() checks."""
+        root = options.root or (Path(os.environ[ROOT_ENV]) if os.environ.get(ROOT_ENV) else None)
+        if root is None or not root.is_dir():
+            return
+        recordings = root / "recordings" if (root / "recordings").is_dir() else root
+        try:
+            files = _scan(recordings)
+        except DataError:  # no recordings there: load() says so, where it has always said it
+            return
+        try:
+            _check_speakers(options, files, recordings)
+        except DataError as exc:
+            from kdbench.suite import OptionMismatch
+
+            raise OptionMismatch("held_out_speakers", str(exc)) from None
+
     def load(self) -> Corpus:
         recordings = self._recordings_dir()
         files = _scan(recordings)
-        speakers = sorted({spk for _, spk, _ in files})
-        unknown = sorted(set(self.options.held_out_speakers) - set(speakers))
-        if unknown:
-            raise DataError(f"FSDD has no speaker(s) {', '.join(unknown)} in {recordings}; "
-                            f"available: {', '.join(speakers)}")
-        if set(speakers) <= set(self.options.held_out_speakers):
-            raise DataError("held_out_speakers covers every FSDD speaker; none is left for training")
+        _check_speakers(self.options, files, recordings)
         # The checkout's location does not change the data, so it stays out of the key.
         recipe = {"version": _VERSION, **self.options.model_dump(mode="json", exclude={"root", "download"})}
         listing = sorted((name, (recordings / name).stat().st_size) for name in files.values())
@@ -139,6 +152,16 @@ class FsddConnectedDigits:
             pieces.append(clip((d, speaker, t)))
         return make_example(uid, torch.cat(pieces), " ".join(DIGITS[d] for d in digits), o.sample_rate,
                             speaker=speaker, digits="".join(map(str, digits)), takes=used)
+
+
+def _check_speakers(options: FsddConnectedDigits.Options, files: dict, recordings: Path) -> None:
+    speakers = sorted({spk for _, spk, _ in files})
+    unknown = sorted(set(options.held_out_speakers) - set(speakers))
+    if unknown:
+        raise DataError(f"FSDD has no speaker(s) {', '.join(unknown)} in {recordings}; "
+                        f"available: {', '.join(speakers)}")
+    if set(speakers) <= set(options.held_out_speakers):
+        raise DataError("held_out_speakers covers every FSDD speaker; none is left for training")
 
 
 def _scan(recordings: Path) -> dict[tuple[int, str, int], str]:

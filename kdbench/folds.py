@@ -1,0 +1,236 @@
+"""Folds: one suite run several times, each fold setting some dataset options (which speakers are
+held out, for instance), and the mean and spread over the folds that ran.
+
+A fold runs as a suite of its own, ``<suite>.<fold>``: its own results folder, its own teachers
+(a teacher must not have heard the fold's test speakers) and its own rows, all in the suite's one
+MLflow experiment. Nothing is pooled inside a fold's board; the cross-fold table is built after the
+folds from their boards and per-utterance scores:
+
+* per row identity (role, model, teacher, loss, target): the primary metric on each fold (the mean
+  over seeds), the mean over folds, the standard deviation over folds and the range;
+* per KD student: the gain over the same student without KD on the utterances of all folds
+  together, with a paired bootstrap CI clustered by speaker (``kdbench.statistics``): speakers are
+  drawn, then their utterances, so with one held-out speaker per fold the interval is over the
+  folds' speakers, the unit the claim is about;
+* per reference (a pretrained peer), every other row's distance to it on the same target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from kdbench.errors import SuiteError
+from kdbench.suite import ResolvedSuite, Suite, resolve_suite
+
+#: ``--fold all``: every fold the suite declares
+ALL = "all"
+
+
+def fold_names(path: Path, suite: Suite, requested: Sequence[str]) -> list[str | None]:
+    """The folds to run: those asked for on the command line, else the suite's ``folds.run``;
+    ``[None]`` for a suite without folds (it runs as written)."""
+    if suite.folds is None:
+        if requested:
+            raise SuiteError(f"{path}: --fold {requested[0]}: the suite declares no folds")
+        return [None]
+    if not requested:
+        return suite.folds.default()
+    if ALL in requested:
+        return list(suite.folds.each)
+    from kdbench.suggest import unknown_name_message
+
+    for name in requested:
+        if name not in suite.folds.each:
+            raise SuiteError(f"{path}: --fold: {unknown_name_message('fold', name, list(suite.folds.each))}")
+    return list(dict.fromkeys(requested))
+
+
+def fold_suite(suite: Suite, fold: str) -> Suite:
+    """The suite of one fold: its dataset options over the suite's, named ``<suite>.<fold>``,
+    tracked in the suite's own experiment."""
+    dataset = suite.dataset.model_copy(update={"options": {**suite.dataset.options, **suite.folds.each[fold]}})
+    tracking = suite.tracking.model_copy(update={"experiment": suite.tracking.experiment or f"kdbench-{suite.name}"})
+    return suite.model_copy(update={"name": f"{suite.name}.{fold}", "dataset": dataset, "tracking": tracking,
+                                    "folds": None})
+
+
+def resolve_folds(path: Path, suite: Suite, registry, folds: Sequence[str | None]) -> list[tuple[str | None, ResolvedSuite]]:
+    """Every fold resolved and checked before any of them runs: a fold naming a speaker the data
+    lacks fails here, not after the folds before it have trained."""
+    resolved = []
+    for fold in folds:
+        if fold is None:
+            resolved.append((None, resolve_suite(suite, registry, path)))
+            continue
+        try:
+            resolved.append((fold, resolve_suite(fold_suite(suite, fold), registry, path)))
+        except SuiteError as exc:  # say which fold: its options are what the message is about
+            raise type(exc)(str(exc).replace(f"{path}: ", f"{path}: folds.each.{fold}: ", 1)) from None
+    return resolved
+
+
+# ---- across folds ----------------------------------------------------------------------------------
+KEYS = ("role", "model", "teacher", "loss", "target")
+
+
+@dataclass
+class FoldSummary:
+    primary: str
+    higher_is_better: bool
+    folds: list[str]
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for row in self.rows for c in row))
+
+
+def _scores_loader(results: Sequence[tuple[str, Any]]):
+    paths = {}
+    for _, result in results:
+        paths.update({r.as_run(result.suite)["run_id"]: r.scores_path for r in result.rows
+                      if r.status == "ok" and r.scores_path})
+
+    def load(run_id: str) -> dict | None:
+        path = paths.get(run_id)
+        return json.loads(Path(path).read_text()) if path else None
+
+    return load
+
+
+def summarize(results: Sequence[tuple[str, Any]], *, resamples: int = 2000) -> FoldSummary:
+    """The cross-fold table of ``(fold, SuiteResult)`` pairs (each with its board built)."""
+    import numpy as np
+
+    from kdbench.statistics import Scores, paired_bootstrap
+
+    boards = [(fold, result.board) for fold, result in results if result.board is not None and not result.board.empty]
+    if not boards:
+        return FoldSummary("", False, [fold for fold, _ in results], [])
+    primary = boards[0][1].primary
+    hib = bool(boards[0][1].columns[primary].higher_is_better)
+    sign = 1.0 if hib else -1.0
+    folds = [fold for fold, _ in boards]
+    values: dict[tuple, dict[str, float]] = {}
+    run_ids: dict[tuple, dict[str, list[str]]] = {}
+    for fold, board in boards:
+        if board.primary != primary:
+            raise SuiteError(f"fold {fold} is ranked by {board.primary}, fold {folds[0]} by {primary}")
+        for rec in board.frame[board.frame["flag"] == ""].to_dict("records"):
+            key = tuple(rec[k] for k in KEYS)
+            values.setdefault(key, {})[fold] = float(rec[primary])
+            run_ids.setdefault(key, {})[fold] = list(rec["run_ids"])
+    load = _scores_loader(results)
+    cache: dict[str, Scores | None] = {}
+
+    def scores(fold: str, run_id: str) -> Scores | None:
+        if run_id not in cache:
+            data = load(run_id)
+            s = Scores.from_json(data[primary]) if data and primary in data else None
+            if s is not None:  # utterance ids repeat across folds; a fold's speakers are its own
+                s = Scores([f"{fold}/{u}" for u in s.ids], s.samples, s.weights,
+                           s.groups if s.groups is not None else [fold] * len(s.ids))
+            cache[run_id] = s
+        return cache[run_id]
+
+    def pooled(key: tuple) -> list[Scores] | None:
+        """Every fold's and seed's scores as one: the folds scored different utterances, which the
+        bootstrap's "utterances every run scored" would reduce to none; seeds of one utterance add up
+        (a weighted sum per utterance, as ``statistics`` folds seeds)."""
+        found = [scores(f, r) for f, ids in run_ids[key].items() for r in ids]
+        if not found or any(s is None for s in found):
+            return None
+        weights = None if any(s.weights is None for s in found) else [w for s in found for w in s.weights]
+        return [Scores([u for s in found for u in s.ids], [x for s in found for x in s.samples], weights,
+                       [g for s in found for g in s.groups])]
+
+    references = [k for k in values if k[0] == "reference"]
+    rows = []
+    for key, per_fold in values.items():
+        row: dict[str, Any] = dict(zip(KEYS, key))
+        seen = [per_fold[f] for f in folds if f in per_fold]
+        for f in folds:
+            row[f] = per_fold.get(f, math.nan)
+        row["folds"] = len(seen)
+        row["mean"] = float(np.mean(seen))
+        row["sd"] = float(np.std(seen, ddof=1)) if len(seen) > 1 else math.nan
+        row["min"], row["max"] = min(seen), max(seen)
+        role, model, teacher, loss, target = key
+        base = next((k for k in values if k[0] == "student" and k[1] == model and k[2] == "" and k[4] == target
+                     and k != key), None) if role == "student" and teacher else None
+        row["KD gain"] = row["gain low"] = row["gain high"] = math.nan
+        row["gain over"] = ""
+        if base is not None and set(values[base]) >= set(per_fold):
+            a, b = pooled(base), pooled(key)
+            if a and b:
+                ci = paired_bootstrap(a, b, resamples=resamples)
+                if ci is not None:
+                    row["KD gain"] = sign * ci.estimate + 0.0
+                    row["gain low"], row["gain high"] = sorted((sign * ci.low + 0.0, sign * ci.high + 0.0))
+                    row["gain over"] = f"{ci.groups} speakers" if ci.clustered else "utterances of 1 speaker"
+        for ref in references:
+            if ref[4] == target and ref != key:
+                common = [f for f in folds if f in per_fold and f in values[ref]]
+                row[f"vs {ref[1]}"] = (float(np.mean([per_fold[f] - values[ref][f] for f in common]))
+                                       if common else math.nan)
+        rows.append(row)
+    order = {t: i for i, t in enumerate(dict.fromkeys(k[4] for k in values))}
+    roles = {"teacher": 0, "reference": 1, "student": 2}
+    rows.sort(key=lambda r: (order[r["target"]], roles.get(r["role"], 3), r["mean"] * (-1 if hib else 1)))
+    notes = [f"{primary}: mean over seeds on each fold, then mean and sample standard deviation over folds",
+             "KD gain: over the same student without KD, on every fold's utterances together (positive = KD "
+             "helped); paired bootstrap 95% CI over speakers, then their utterances"]
+    missing = [f for f in folds if any(f not in v for v in values.values())]
+    if missing:
+        notes.append(f"some rows have no value on fold(s) {', '.join(missing)} (failed or unranked there)")
+    return FoldSummary(primary, hib, folds, rows, notes)
+
+
+def _cell(value: Any) -> str:
+    from kdbench.board.render import fmt
+
+    return fmt(value) if isinstance(value, float) else str(value)
+
+
+def render_markdown(summary: FoldSummary, title: str) -> str:
+    from kdbench.board.render import to_markdown
+
+    import pandas as pd
+
+    frame = pd.DataFrame([{c: _cell(r.get(c, math.nan)) for c in summary.columns()} for r in summary.rows])
+    notes = "".join(f"- {n}\n" for n in summary.notes)
+    return f"# {title}\n\n{summary.primary} over folds {', '.join(summary.folds)}\n\n{to_markdown(frame)}\n{notes}"
+
+
+def write(summary: FoldSummary, out_dir: Path, title: str) -> list[Path]:
+    """``folds.md``, ``folds.csv`` and ``folds.json`` in ``out_dir`` (the suite's results folder)."""
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"folds.md": render_markdown(summary, title),
+             "folds.csv": pd.DataFrame(summary.rows).to_csv(index=False),
+             "folds.json": json.dumps({"primary": summary.primary, "higher_is_better": summary.higher_is_better,
+                                       "folds": summary.folds, "rows": summary.rows, "notes": summary.notes},
+                                      indent=1, default=str, allow_nan=True)}
+    for name, text in paths.items():
+        (out_dir / name).write_text(text, encoding="utf-8")
+    return [out_dir / name for name in paths]
+
+
+def summary_text(summary: FoldSummary) -> str:
+    """The terminal's view: one line per row, the mean ± sd and the KD gain with its CI."""
+    lines = [f"{summary.primary} over {len(summary.folds)} folds ({', '.join(summary.folds)}): mean ± sd [min, max]"]
+    for r in summary.rows:
+        what = " · ".join(p for p in (r["model"], r["loss"], f"from {r['teacher']}" if r["teacher"] else "") if p)
+        line = f"  {r['target']:<14} {r['role']:<9} {what:<44} {_cell(r['mean'])} ± {_cell(r['sd'])} " \
+               f"[{_cell(r['min'])}, {_cell(r['max'])}]"
+        if not math.isnan(r["KD gain"]):
+            line += f"  KD gain {r['KD gain']:+.2f}"
+            if not math.isnan(r["gain low"]):
+                line += f" [{r['gain low']:+.2f}, {r['gain high']:+.2f}] over {r['gain over']}"
+        lines.append(line)
+    return "\n".join(lines)
