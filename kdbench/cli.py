@@ -541,6 +541,37 @@ def compare(suite, baseline_path, report, allow_missing, require_comparable, tra
           require_comparable)
 
 
+@main.command()
+@click.argument("base")
+@click.argument("other")
+@click.option("--fold", "folds", multiple=True, help="Only this fold (repeatable; default: every fold both finished).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Where both suites' results are (results/<suite>/ or results/<suite>.<fold>/).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table here (Markdown).")
+@_handle_errors
+def contrast(base, other, folds, results_dir, out):
+    """How suite OTHER's rows differ from suite BASE's on the same test utterances (another training
+    recipe, say), fold by fold and over all folds: the gain on the primary metric with a paired
+    bootstrap CI, clustered over speakers across folds. Suites are named as in results/ (or by
+    their files)."""
+    from kdbench.folds import contrast as contrast_suites, contrast_markdown
+
+    names = [read_suite_name(n) for n in (base, other)]
+    text = contrast_markdown(contrast_suites(results_dir, *names, folds))
+    console.print(text, highlight=False, soft_wrap=True, markup=False)
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+
+
+def read_suite_name(name: str) -> str:
+    """A suite file's name (``suites/x.yaml`` -> its ``name:``), or the name itself."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        from kdbench.suite import suite_identity
+
+        return suite_identity(name)[0]
+    return name
+
+
 @main.group()
 def baseline():
     """Regression baselines for `kdbench compare`."""

@@ -102,6 +102,30 @@ def _scores_loader(results: Sequence[tuple[str, Any]]):
     return load
 
 
+def _in_fold(fold: str, s: "Scores | None") -> "Scores | None":
+    """Utterance ids repeat across folds (``test-unseen-00000`` on each): prefixed with the fold;
+    scores that name no speakers take the fold as their one."""
+    from kdbench.statistics import Scores
+
+    if s is None:
+        return None
+    return Scores([f"{fold}/{u}" for u in s.ids], s.samples, s.weights,
+                  s.groups if s.groups is not None else [fold] * len(s.ids))
+
+
+def _pool(found: list) -> list | None:
+    """Every fold's and seed's scores as one: the folds scored different utterances, which the
+    bootstrap's "utterances every run scored" would reduce to none; seeds of one utterance add up
+    (a weighted sum per utterance, as ``statistics`` folds seeds)."""
+    from kdbench.statistics import Scores
+
+    if not found or any(s is None for s in found):
+        return None
+    weights = None if any(s.weights is None for s in found) else [w for s in found for w in s.weights]
+    return [Scores([u for s in found for u in s.ids], [x for s in found for x in s.samples], weights,
+                   [g for s in found for g in s.groups])]
+
+
 def summarize(results: Sequence[tuple[str, Any]], *, resamples: int = 2000) -> FoldSummary:
     """The cross-fold table of ``(fold, SuiteResult)`` pairs (each with its board built)."""
     import numpy as np
@@ -131,22 +155,11 @@ def summarize(results: Sequence[tuple[str, Any]], *, resamples: int = 2000) -> F
         if run_id not in cache:
             data = load(run_id)
             s = Scores.from_json(data[primary]) if data and primary in data else None
-            if s is not None:  # utterance ids repeat across folds; a fold's speakers are its own
-                s = Scores([f"{fold}/{u}" for u in s.ids], s.samples, s.weights,
-                           s.groups if s.groups is not None else [fold] * len(s.ids))
-            cache[run_id] = s
+            cache[run_id] = _in_fold(fold, s)
         return cache[run_id]
 
     def pooled(key: tuple) -> list[Scores] | None:
-        """Every fold's and seed's scores as one: the folds scored different utterances, which the
-        bootstrap's "utterances every run scored" would reduce to none; seeds of one utterance add up
-        (a weighted sum per utterance, as ``statistics`` folds seeds)."""
-        found = [scores(f, r) for f, ids in run_ids[key].items() for r in ids]
-        if not found or any(s is None for s in found):
-            return None
-        weights = None if any(s.weights is None for s in found) else [w for s in found for w in s.weights]
-        return [Scores([u for s in found for u in s.ids], [x for s in found for x in s.samples], weights,
-                       [g for s in found for g in s.groups])]
+        return _pool([scores(f, r) for f, ids in run_ids[key].items() for r in ids])
 
     references = [k for k in values if k[0] == "reference"]
     rows = []
@@ -234,3 +247,109 @@ def summary_text(summary: FoldSummary) -> str:
                 line += f" [{r['gain low']:+.2f}, {r['gain high']:+.2f}] over {r['gain over']}"
         lines.append(line)
     return "\n".join(lines)
+
+
+# ---- two suites, fold by fold ----------------------------------------------------------------------
+@dataclass
+class Contrast:
+    """``other`` against ``base`` on the rows both have: per fold and over the folds together."""
+
+    base: str
+    other: str
+    primary: str
+    higher_is_better: bool
+    folds: list[str]
+    rows: list[dict[str, Any]]
+
+
+def _finished(results_dir: Path, name: str) -> dict[str, tuple[Any, dict]]:
+    """The folds of suite ``name`` with results on disk (``results/<name>.<fold>/``; a suite without
+    folds is its own one, ``-``): each one's ok rows (rows.csv) and leaderboard.json."""
+    import pandas as pd
+
+    found = {}
+    folders = [(Path(results_dir) / name, "-")] + [(p, p.name[len(name) + 1:])
+                                                  for p in sorted(Path(results_dir).glob(f"{name}.*"))]
+    for folder, fold in folders:
+        rows, board = folder / "rows.csv", folder / "leaderboard.json"
+        if rows.is_file() and board.is_file():
+            frame = pd.read_csv(rows, keep_default_na=False)
+            if "scores" not in frame:
+                raise SuiteError(f"{rows}: written before rows.csv named each row's scores; run the suite again "
+                                 "(its finished runs are reused)")
+            frame = frame[(frame["status"] == "ok") & (frame["scores"] != "")].assign(
+                scores=lambda f: [str(folder / p) for p in f["scores"]])
+            found[fold] = (frame, json.loads(board.read_text()))
+    return found
+
+
+def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = (), *,
+             resamples: int = 2000) -> Contrast:
+    """How suite ``other`` differs from suite ``base`` (the same test utterances, another recipe)
+    on the primary metric, row by row: on each fold a paired bootstrap over its utterances, and
+    over all folds together one clustered over speakers. Positive = ``other`` is better."""
+    from kdbench.statistics import Scores, paired_bootstrap
+
+    a, b = _finished(results_dir, base), _finished(results_dir, other)
+    for name, found in ((base, a), (other, b)):
+        if not found:
+            raise SuiteError(f"no finished results of suite {name!r} in {results_dir}/ ({name}/ or {name}.<fold>/)")
+    common = [f for f in a if f in b and (not folds or f in folds)]
+    missing = [f for f in folds if f not in common]
+    if missing or not common:
+        raise SuiteError(f"fold(s) {', '.join(missing) or '(none in common)'} not finished in both {base!r} "
+                         f"(has {', '.join(a)}) and {other!r} (has {', '.join(b)})")
+    primary = a[common[0]][1]["primary"]
+    hib = bool(a[common[0]][1]["metrics"][primary]["higher_is_better"])
+    sign = 1.0 if hib else -1.0
+    loaded: dict[str, Scores] = {}
+
+    def scores(fold: str, path: str) -> Scores | None:
+        if path not in loaded:
+            data = json.loads(Path(path).read_text())
+            loaded[path] = _in_fold(fold, Scores.from_json(data[primary])) if primary in data else None
+        return loaded[path]
+
+    def per_key(fold: str, frame) -> dict[tuple, list]:
+        out: dict[tuple, list] = {}
+        for rec in frame.to_dict("records"):
+            out.setdefault(tuple(rec[k] for k in KEYS), []).append(scores(fold, rec["scores"]))
+        return out
+
+    sides = {f: (per_key(f, a[f][0]), per_key(f, b[f][0])) for f in common}
+    keys = [k for k in dict.fromkeys(k for f in common for k in sides[f][0]) if all(k in sides[f][1] for f in common)
+            and all(k in sides[f][0] for f in common)]
+    rows = []
+    for key in keys:
+        row: dict[str, Any] = dict(zip(KEYS, key))
+        for fold in common:
+            x, y = _pool(sides[fold][0][key]), _pool(sides[fold][1][key])
+            ci = paired_bootstrap(x, y, resamples=resamples) if x and y else None
+            row[fold] = None if ci is None else tuple(sorted((sign * ci.low + 0.0, sign * ci.high + 0.0)))
+            row[f"{fold} gain"] = math.nan if ci is None else sign * ci.estimate + 0.0
+        if len(common) > 1:
+            x = _pool([s for f in common for s in sides[f][0][key]])
+            y = _pool([s for f in common for s in sides[f][1][key]])
+            ci = paired_bootstrap(x, y, resamples=resamples) if x and y else None
+            row["all"] = None if ci is None else tuple(sorted((sign * ci.low + 0.0, sign * ci.high + 0.0)))
+            row["all gain"] = math.nan if ci is None else sign * ci.estimate + 0.0
+            row["all over"] = "" if ci is None else (f"{ci.groups} speakers" if ci.clustered else "utterances")
+        rows.append(row)
+    return Contrast(base, other, primary, hib, common, rows)
+
+
+def contrast_markdown(c: Contrast) -> str:
+    from kdbench.board.render import to_markdown
+
+    import pandas as pd
+
+    def cell(gain: float, ci) -> str:
+        return "–" if ci is None or math.isnan(gain) else f"{gain:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+    columns = c.folds + (["all"] if len(c.folds) > 1 else [])
+    frame = pd.DataFrame([{**{k: r[k] for k in KEYS}, **{f: cell(r[f"{f} gain"], r[f]) for f in columns}}
+                          for r in c.rows])
+    over = next((r["all over"] for r in c.rows if r.get("all over")), "")
+    return (f"{c.other} vs {c.base}: gain in {c.primary} (positive = {c.other} better), paired bootstrap 95% CI "
+            f"over each fold's utterances" + (f"; `all`: every fold's utterances, clustered over {over}" if over else "")
+            + f"\n\n{to_markdown(frame)}")

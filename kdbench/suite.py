@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from kdbench.errors import CheckpointError, PluginError, SuiteError, UnknownComponentError
 from kdbench.hashing import stable_hash
@@ -99,15 +99,17 @@ class FoldsConfig(_Strict):
                 raise ValueError(f"fold {name!r} cannot name a results folder: use letters, digits, '_' and '-'")
         return each
 
-    @model_validator(mode="after")
-    def _known_run(self):
-        if isinstance(self.run, list):
+    @field_validator("run")
+    @classmethod
+    def _known_run(cls, run, info: ValidationInfo):
+        each = info.data.get("each")  # absent when `each` itself was wrong: that error is the one to show
+        if isinstance(run, list) and each:
             from kdbench.suggest import unknown_name_message
 
-            for name in self.run:
-                if name not in self.each:
-                    raise ValueError(unknown_name_message("fold", name, list(self.each)))
-        return self
+            for name in run:
+                if name not in each:
+                    raise ValueError(unknown_name_message("fold", name, list(each)))
+        return run
 
     def default(self) -> list[str]:
         if self.run == "all":

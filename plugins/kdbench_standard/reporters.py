@@ -6,6 +6,7 @@ numbers depend on."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +30,10 @@ class LeaderboardFiles(Reporter):
             md.write_text(md.read_text() + "\n## Not in the ranking\n\n" + "".join(
                 f"- {r.model} · {r.loss} · seed {r.seed} @ {r.target}: {r.status}: {r.error}\n" for r in failures))
         rows_path = out_dir / "rows.csv"
-        atomic_write_bytes(rows_path, pd.DataFrame([r.flat() for r in result.rows]).to_csv(index=False).encode())
+        # where each row's per-utterance scores are (relative to this folder): `kdbench contrast` reads them
+        flat = [{**r.flat(), "scores": os.path.relpath(r.scores_path, out_dir) if r.scores_path else ""}
+                for r in result.rows]
+        atomic_write_bytes(rows_path, pd.DataFrame(flat).to_csv(index=False).encode())
         prov_path = out_dir / "provenance.json"
         provenance = getattr(result, "provenance", None) or {}
         atomic_write_bytes(prov_path, json.dumps(provenance, indent=2, sort_keys=True).encode())
