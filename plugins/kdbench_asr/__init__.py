@@ -38,6 +38,9 @@ def register_augmentations(register):
     register("spec-augment", augment.SpecAugment, summary="frequency and time masks on features")
     register("speed-perturb", augment.SpeedPerturb, summary="speed perturbation by resampling")
     register("additive-noise", augment.AdditiveNoise, summary="white noise at a random SNR")
+    register("vtlp", augment.VocalTractLengthPerturb,
+             summary="vocal tract length perturbation: log-mel filters read at warped frequencies")
+    register("pitch-shift", augment.PitchShift, summary="pitch shift keeping duration and formants")
 
 
 def _register_models(register):

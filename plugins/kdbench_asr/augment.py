@@ -3,6 +3,7 @@ harness can replay the same perturbation for the teacher and the student."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torchaudio
 from pydantic import Field
@@ -88,3 +89,88 @@ class AdditiveNoise(Augmentation):
         snr = self.o.min_snr_db + float(torch.rand(1, generator=generator)) * (self.o.max_snr_db - self.o.min_snr_db)
         noise = torch.randn(x.shape, generator=generator)
         return torchaudio.functional.add_noise(x[None], noise[None], torch.tensor([snr]))[0]
+
+
+class VocalTractLengthPerturb(Augmentation):
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013) on log-mel features: each filter's
+    centre frequency f is read at warp(f), where warp scales frequencies by a factor drawn
+    uniformly from ``factors`` up to a boundary and then runs linearly to the Nyquist frequency,
+    which stays put. A factor above 1 reads the spectrum higher up (a shorter vocal tract's
+    formants move down to where a longer one's are), so a few training voices stand in for more.
+
+    Applied to the features of the ``log-mel`` front end (torchaudio's HTK mel scale from 0 Hz to
+    the Nyquist frequency), by linear interpolation between neighbouring filters."""
+
+    stage = "features"
+
+    class Options(Options):
+        factors: tuple[float, float] = Field((0.9, 1.1), description="the warp factor's range [low, high]")
+        boundary: float = Field(0.8, gt=0, lt=1, description="where the warp turns, as a fraction of the "
+                                "Nyquist frequency, for a factor of 1")
+
+    def __init__(self, options: "VocalTractLengthPerturb.Options", corpus_info: dict, **context):
+        low, high = options.factors
+        if not 0 < low <= high:
+            raise ValueError(f"vtlp: factors must be [low, high] with 0 < low <= high, got [{low}, {high}]")
+        self.o = options
+        self.nyquist = int(corpus_info["sample_rate"]) / 2
+
+    @staticmethod
+    def _mel(f):
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+    def warp(self, hz: torch.Tensor, factor: float) -> torch.Tensor:
+        """Jaitly & Hinton's piecewise-linear warp: ``factor * f`` below the turning point, then a
+        straight line to (Nyquist, Nyquist)."""
+        turn = self.o.boundary * self.nyquist * min(factor, 1.0) / factor
+        slope = (self.nyquist - factor * turn) / (self.nyquist - turn)
+        return torch.where(hz <= turn, factor * hz, factor * turn + slope * (hz - turn))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        low, high = self.o.factors
+        factor = low + float(torch.rand(1, generator=generator)) * (high - low)
+        bins = x.shape[1]
+        # the centres torchaudio's MelSpectrogram puts its triangles at (HTK scale, 0 Hz to Nyquist)
+        centres = torch.linspace(0.0, float(self._mel(torch.tensor(self.nyquist))), bins + 2, dtype=torch.float64)[1:-1]
+        hz = 700.0 * (10 ** (centres / 2595.0) - 1.0)
+        # fractional filter index of each warped centre, then linear interpolation between filters
+        pos = torch.from_numpy(np.interp(self._mel(self.warp(hz, factor)).numpy(), centres.numpy(),
+                                         np.arange(bins, dtype=np.float64))).to(x.dtype)
+        left = pos.floor().long().clamp(0, bins - 1)
+        right = (left + 1).clamp(max=bins - 1)
+        frac = pos - left.to(x.dtype)
+        return x[:, left] * (1 - frac) + x[:, right] * frac
+
+
+class PitchShift(Augmentation):
+    """Pitch shift that keeps duration and formants (torchaudio's phase vocoder, then resampling):
+    a shift drawn uniformly from ``semitones``, in quarter tones. With speed perturbation, which
+    moves pitch and formants together, it lets the two vary apart as they do between speakers."""
+
+    stage = "input"
+
+    class Options(Options):
+        semitones: tuple[float, float] = Field((-3.0, 3.0), description="the shift's range [low, high]")
+        probability: float = Field(0.5, ge=0, le=1, description="share of examples shifted")
+
+    STEPS_PER_SEMITONE = 4  # quarter tones: torchaudio shifts by whole steps of an octave's division
+
+    def __init__(self, options: "PitchShift.Options", corpus_info: dict, **context):
+        low, high = options.semitones
+        if low > high:
+            raise ValueError(f"pitch-shift: semitones must be [low, high] with low <= high, got [{low}, {high}]")
+        self.o = options
+        self.sample_rate = int(corpus_info["sample_rate"])
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        # both draws always happen, so the generator's state after an example never depends on it
+        shifted = float(torch.rand(1, generator=generator)) < self.o.probability
+        low, high = self.o.semitones
+        steps = round((low + float(torch.rand(1, generator=generator)) * (high - low)) * self.STEPS_PER_SEMITONE)
+        if not shifted or steps == 0:
+            return x
+        n_fft = 256 if self.sample_rate <= 8000 else 512
+        out = torchaudio.functional.pitch_shift(x[None], self.sample_rate, steps,
+                                                bins_per_octave=12 * self.STEPS_PER_SEMITONE, n_fft=n_fft)[0]
+        return out[: x.shape[-1]]

@@ -50,6 +50,8 @@ class FsddConnectedDigits:
         test_utterances: int = Field(200, ge=1)
         seed: int = 0
         sample_rate: int = Field(8000, gt=0)
+        synthetic_utterances: int = Field(0, ge=0, description="extra training utterances of digit strings "
+                                          "spoken by eSpeak NG's voice variants (more voices than FSDD's few)")
 
         @model_validator(mode="after")
         def _ranges(self):
@@ -88,6 +90,10 @@ class FsddConnectedDigits:
         _check_speakers(self.options, files, recordings)
         # The checkout's location does not change the data, so it stays out of the key.
         recipe = {"version": _VERSION, **self.options.model_dump(mode="json", exclude={"root", "download"})}
+        if self.options.synthetic_utterances:  # another eSpeak NG build speaks differently
+            from .synth import engine_id
+
+            recipe["engine"] = engine_id()
         listing = sorted((name, (recordings / name).stat().st_size) for name in files.values())
         key = stable_hash({"recipe": recipe, "files": listing})
         return cached_corpus(self.cache_dir, "fsdd", key, lambda: self._build(recordings, files, recipe))
@@ -129,6 +135,11 @@ class FsddConnectedDigits:
             rng = np.random.default_rng([o.seed, index])
             splits[split] = [self._utterance(f"{split}-{i:05d}", rng, speakers, takes, files, clip)
                              for i in range(count)]
+        if o.synthetic_utterances:  # training only: the tests stay real speech
+            from .synth import synthetic_voices
+
+            splits["train"] += synthetic_voices(o.synthetic_utterances, o.seed, o.sample_rate, o.min_digits,
+                                                o.max_digits, id_prefix="train-synth")
         info = {"source": "Free Spoken Digit Dataset (CC BY-SA 4.0)", "test_takes": list(TEST_TAKES)}
         return splits, o.sample_rate, recipe, info
 

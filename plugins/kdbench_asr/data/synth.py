@@ -63,7 +63,7 @@ class EspeakDigitsCommands:
         train = [v for v in variants if v not in test]
         if not train or not test:
             raise DataError("test_variants must leave at least one variant for training and name at least one")
-        recipe = {"version": _VERSION, "engine": _engine_id(), "train_variants": train, "test_variants": test,
+        recipe = {"version": _VERSION, "engine": engine_id(), "train_variants": train, "test_variants": test,
                   **self.options.model_dump(mode="json", exclude={"test_variants"})}
         return cached_corpus(self.cache_dir, "espeak", stable_hash(recipe),
                              lambda: self._build(train, test, recipe))
@@ -94,6 +94,30 @@ class EspeakDigitsCommands:
         return splits, o.sample_rate, recipe, info
 
 
+def synthetic_voices(count: int, seed: int, sample_rate: int, min_digits: int = 2, max_digits: int = 6,
+                     id_prefix: str = "synth") -> list:
+    """``count`` digit strings spoken by every eSpeak NG voice variant in turn, at random rates and
+    pitches, trimmed and resampled to ``sample_rate``: extra training voices for a corpus of few
+    real speakers (``fsdd-digits``'s ``synthetic_utterances``)."""
+    ok, reason = espeak.available()
+    if not ok:
+        raise DataError(f"synthetic voices need eSpeak NG (pip install espeakng-loader): {reason}")
+    variants = espeak.list_variants()
+    rng = np.random.default_rng([seed, 7919])  # apart from every split's generator
+    requests = []
+    for i in range(count):
+        digits = rng.integers(0, 10, rng.integers(min_digits, max_digits + 1))
+        requests.append((" ".join(DIGITS[d] for d in digits), variants[i % len(variants)],
+                         int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)), int(rng.integers(PITCH[0], PITCH[1] + 1))))
+    spoken = espeak.isolated(_synthesize_all, requests)
+    out = []
+    for i, ((text, variant, rate, pitch), (wave, sr)) in enumerate(zip(requests, spoken)):
+        wave = AF.resample(torch.from_numpy(_trim(wave, sr)), sr, sample_rate)
+        out.append(make_example(f"{id_prefix}-{i:05d}", wave, text, sample_rate, speaker=f"espeak:{variant}",
+                                rate=rate, pitch=pitch))
+    return out
+
+
 def _synthesize_all(requests: list[tuple[str, str, int, int]]) -> list[tuple[np.ndarray, int]]:
     return [espeak.synthesize(text, variant=variant, rate=rate, pitch=pitch) for text, variant, rate, pitch in requests]
 
@@ -115,7 +139,7 @@ def _trim(wave: np.ndarray, sr: int, threshold_db: float = -40.0, margin: float 
     return np.ascontiguousarray(wave[max(0, loud[0] * hop - pad): min(len(wave), (loud[-1] + 1) * hop + pad)])
 
 
-def _engine_id() -> dict:
+def engine_id() -> dict:
     """What identifies the synthesizer: another eSpeak NG build may sound different."""
     import espeakng_loader
 
