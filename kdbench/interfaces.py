@@ -213,6 +213,11 @@ class Loss(nn.Module):
         """Teacher hidden layers this loss reads, so the teacher-output cache stores them."""
         return ()
 
+    def annealed(self, start: float, end: float | None) -> float:
+        """A value moved linearly from ``start`` to ``end`` over training (``progress``), or
+        ``start`` throughout when ``end`` is None: a KD temperature annealed, say."""
+        return start if end is None else start + (end - start) * self.progress
+
     def student_batch(self, batch: Batch, teacher: ModelOutput | None) -> Batch:
         """The batch the student trains on. Unchanged by default; sequence-level KD replaces
         the targets (and, for a synthesizer, the durations) with the teacher's outputs, so the

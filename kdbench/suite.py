@@ -249,12 +249,55 @@ def _validation_message(where: str, exc: ValidationError, prefix: tuple[Any, ...
     return f"{where}: {loc}: {msg}{more}"
 
 
+#: the suite's axes: lists whose entries are crossed into runs, where ``sweep:`` may expand one entry
+SWEEPABLE = ("teachers", "students", "losses")
+
+
+def _expand_sweeps(path: Path, data: dict) -> dict:
+    """``{name: ctc-kd, sweep: {temperature: [1, 2, 4]}}`` is three entries, one per value (every
+    combination when several options are swept), labelled ``ctc-kd temperature=1`` and so on: an
+    axis read like the others, each value its own row. Expanded as the file is read, so what ran is
+    recorded entry by entry."""
+    import itertools
+
+    for key in SWEEPABLE:
+        items = data.get(key)
+        if not isinstance(items, list):
+            continue
+        expanded = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "sweep" not in item:
+                expanded.append(item)
+                continue
+            sweep, where = item["sweep"], f"{path}: {key}[{i}].sweep"
+            if not isinstance(sweep, dict) or not sweep:
+                raise SuiteError(f"{where}: map each option to sweep to a list of its values")
+            for option, values in sweep.items():
+                if not isinstance(values, list) or not values:
+                    raise SuiteError(f"{where}.{option}: a non-empty list of values, got {values!r}")
+            options = item.get("options") or {}
+            if not isinstance(options, dict):
+                raise SuiteError(f"{path}: {key}[{i}].options: a mapping of option names to values")
+            clash = sorted(set(sweep) & set(options))
+            if clash:
+                raise SuiteError(f"{where}.{clash[0]}: also set in options; give it in one place")
+            base = item.get("label") or item.get("name")
+            for combo in itertools.product(*sweep.values()):
+                chosen = dict(zip(sweep, combo))
+                label = f"{base} " + ",".join(f"{k}={v}" for k, v in chosen.items())
+                entry = {k: v for k, v in item.items() if k != "sweep"}
+                expanded.append({**entry, "options": {**options, **chosen}, "label": label})
+        data[key] = expanded
+    return data
+
+
 def read_suite(path: str | Path) -> Suite:
     path = Path(path)
     data = read_yaml(path, "suite", SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
     data.setdefault("name", path.stem)
+    data = _expand_sweeps(path, data)
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:

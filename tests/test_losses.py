@@ -79,6 +79,22 @@ def test_alpha_zero_is_the_ctc_baseline():
     assert mixed.item() == pytest.approx(losses.CtcLoss(None)(output(s), b).item())
 
 
+@pytest.mark.parametrize("loss", [losses.LogitKd, losses.CtcKd])
+def test_an_annealed_temperature_is_the_fixed_one_at_each_point_of_training(loss):
+    torch.manual_seed(4)
+    s, t = torch.randn(2, 9, 6), torch.randn(2, 9, 6)
+    b = batch(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))
+    annealed = loss(loss.Options(temperature=8.0, temperature_end=1.0))
+    values = set()
+    for progress, expected in ((0.0, 8.0), (0.5, 4.5), (0.9, 1.7)):
+        annealed.progress = progress  # what the training loop sets before every step
+        fixed = loss(loss.Options(temperature=expected))
+        value = annealed(output(s), b, output(t)).item()
+        assert value == pytest.approx(fixed(output(s), b, output(t)).item(), rel=1e-6)
+        values.add(round(value, 6))
+    assert len(values) == 3
+
+
 def test_sequence_kd_targets_are_the_teacher_transcripts():
     class Task:
         def greedy_ids(self, logits, lengths):

@@ -17,7 +17,7 @@ def suite_dict(tmp_path):
 
 def test_shipped_suites_validate():
     registry = get_registry()
-    for path in sorted((REPO / "suites").glob("*.yaml")):
+    for path in sorted((REPO / "suites").rglob("*.yaml")):
         rs = load_suite(path, registry)
         assert rs.students and rs.losses and rs.metrics, path
 
@@ -201,3 +201,33 @@ def test_a_distillation_loss_cannot_train_a_teacher(tmp_path, suite_dict):
     suite_dict["teachers"] = [{**suite_dict["teachers"][0], "loss": "ctc-kd"}]
     with pytest.raises(SuiteError, match=r"teachers\[0\]\.loss: 'ctc-kd' distills from a teacher; a teacher trains"):
         load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())
+
+
+def test_a_sweep_is_one_entry_per_value_labelled_by_it(tmp_path, suite_dict):
+    suite_dict["losses"] = ["ctc", {"name": "ctc-kd", "options": {"alpha": 0.5},
+                                    "sweep": {"temperature": [1, 2, 4, 8]}}]
+    suite_dict["students"] = [{"name": "gru-ctc", "label": "gru", "sweep": {"hidden": [16, 32], "layers": [1, 2]}}]
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite_dict), get_registry())
+    kd = [loss for loss in rs.losses if loss.name == "ctc-kd"]
+    assert [loss.label for loss in kd] == [f"ctc-kd temperature={t}" for t in (1, 2, 4, 8)]
+    assert [(loss.options.temperature, loss.options.alpha) for loss in kd] == [(t, 0.5) for t in (1, 2, 4, 8)]
+    assert [s.label for s in rs.students] == ["gru hidden=16,layers=1", "gru hidden=16,layers=2",
+                                              "gru hidden=32,layers=1", "gru hidden=32,layers=2"]
+    assert len({s.fingerprint() for s in rs.students}) == 4
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ({"temperature": 2}, "losses[1].sweep.temperature: a non-empty list of values, got 2"),
+    ({"temperature": []}, "losses[1].sweep.temperature: a non-empty list of values"),
+    ([1, 2], "losses[1].sweep: map each option to sweep to a list of its values"),
+    ({"alpha": [0.1, 0.9]}, "losses[1].sweep.alpha: also set in options; give it in one place"),
+    ({"temprature": [1, 2]}, "losses[1].options.temprature: unknown key"),
+    ({"temperature": [1, -2]}, "losses[2].options.temperature: Input should be greater than 0"),
+])
+def test_a_bad_sweep_is_one_line_naming_its_key(tmp_path, suite_dict, sweep, expected):
+    suite_dict["losses"] = ["ctc", {"name": "ctc-kd", "options": {"alpha": 0.5}, "sweep": sweep}]
+    path = write_suite(tmp_path / "s.yaml", suite_dict)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, get_registry())
+    assert str(exc.value).startswith(f"{path}: ") and expected in str(exc.value), str(exc.value)
+    assert "\n" not in str(exc.value)

@@ -46,7 +46,9 @@ class CtcLoss(Loss):
 
 
 class _KdOptions(Options):
-    temperature: float = Field(2.0, gt=0)
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of both posteriors (at the start)")
+    temperature_end: float | None = Field(
+        None, gt=0, description="if set, T moves linearly from `temperature` to this over training")
 
 
 class LogitKd(Loss):
@@ -59,10 +61,10 @@ class LogitKd(Loss):
 
     def __init__(self, options, **context):
         super().__init__()
-        self.temperature = options.temperature
+        self.o = options
 
     def forward(self, student, batch, teacher) -> torch.Tensor:
-        return frame_kd(student, teacher, self.temperature)
+        return frame_kd(student, teacher, self.annealed(self.o.temperature, self.o.temperature_end))
 
 
 class CtcKd(Loss):
@@ -79,7 +81,8 @@ class CtcKd(Loss):
 
     def forward(self, student, batch, teacher) -> torch.Tensor:
         hard = ctc(student, batch.targets, batch.target_lengths)
-        return (1 - self.o.alpha) * hard + self.o.alpha * frame_kd(student, teacher, self.o.temperature)
+        soft = frame_kd(student, teacher, self.annealed(self.o.temperature, self.o.temperature_end))
+        return (1 - self.o.alpha) * hard + self.o.alpha * soft
 
 
 class HintLoss(Loss):

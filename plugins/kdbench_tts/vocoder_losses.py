@@ -247,10 +247,7 @@ class WaveClassKd(Loss):
     @property
     def temperature(self) -> float:
         """T at the current ``progress``."""
-        o = self.options
-        if o.temperature_end is None:
-            return o.temperature
-        return o.temperature + (o.temperature_end - o.temperature) * self.progress
+        return self.annealed(self.options.temperature, self.options.temperature_end)
 
     def forward(self, student: ModelOutput, batch: Batch, teacher: ModelOutput | None) -> torch.Tensor:
         alpha, t = self.options.alpha, self.temperature
