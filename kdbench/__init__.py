@@ -36,7 +36,7 @@ _API = {
     "Options": "kdbench.options",
     "NoOptions": "kdbench.options",
     **dict.fromkeys(("Example", "Corpus", "Batch", "ModelOutput", "ModelSpec", "Model", "Frontend", "Augmentation",
-                     "Task", "Loss", "Measurement", "Evaluation", "Metric", "Target", "Reporter", "Executor",
+                     "Compression", "Task", "Loss", "Measurement", "Evaluation", "Metric", "Target", "Reporter", "Executor",
                      "JobFailed"),
                     "kdbench.interfaces"),
     # what a target's prepare() receives: front end and model as one module
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real classes; at run time th
                                 TargetError, TrackingError, TrackingUnreachable, UnknownComponentError)
     from kdbench.evaluation import Deployable
     from kdbench.hookspecs import hookimpl
-    from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Executor, Frontend, JobFailed,
+    from kdbench.interfaces import (Augmentation, Batch, Compression, Corpus, Evaluation, Example, Executor, Frontend, JobFailed,
                                     Loss, Measurement, Metric, Model, ModelOutput, ModelSpec, Reporter, Target, Task)
     from kdbench.layers import check_hint_layers
     from kdbench.options import NoOptions, Options

@@ -72,6 +72,19 @@ def register_augmentations(register):
 
 
 @hookspec
+def register_compressions(register):
+    """Register compressions: quantization-aware training, pruning, ... applied to a student
+    before, during and after its distillation, crossed with the students in a suite's
+    ``compressions`` (each student also runs without).
+
+    The factory is called as ``factory(options, model_spec=ModelSpec)`` and returns a
+    ``kdbench.interfaces.Compression``.
+
+    :param register: ``register(name, factory, options=OptionsModel, summary=str, default=False)``.
+    """
+
+
+@hookspec
 def register_teachers(register):
     """Register teacher architectures or sources (trainable models, hub pipelines, ...).
 

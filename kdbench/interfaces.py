@@ -123,6 +123,37 @@ class Augmentation(ABC):
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
 
+class Compression(ABC):
+    """A change to a student's network around its distillation: quantization-aware training,
+    pruning. A suite's ``compressions`` are crossed with its students like the other axes (each
+    student also runs without), and the runner calls, on every run a compression is crossed with:
+
+    * ``prepare(model)`` on the freshly built student, before the first training step (insert fake
+      quantizers; prune before training). It returns the model to train.
+    * ``step(model, progress)`` after every step, ``progress`` in (0, 1] (a gradual schedule).
+    * ``finish(model)`` after the last step: the model that is saved, evaluated and exported to the
+      targets (fake quantizers stripped, so the int8 targets quantize weights that learned to live
+      with int8; a one-shot pruning after distillation).
+    * ``restore(model, state)`` on a freshly built student and the saved ``state_dict``: the trained
+      model again (a pruned one has other shapes than its options build).
+
+    A compression that cannot handle a student raises ``ValueError`` naming the option, from
+    ``prepare``: the run fails with that line instead of silently training without compression."""
+
+    def prepare(self, model: "Model") -> "Model":
+        return model
+
+    def step(self, model: "Model", progress: float) -> None:
+        """After every training step."""
+
+    def finish(self, model: "Model") -> "Model":
+        return model
+
+    def restore(self, model: "Model", state: dict[str, Any]) -> "Model":
+        model.load_state_dict(state)
+        return model
+
+
 class Task(ABC):
     """Turns examples into batches and model outputs into predictions comparable to references."""
 

@@ -1,4 +1,5 @@
-"""Expand a suite into runs: teacher x student x loss x seed (targets are evaluated per run).
+"""Expand a suite into runs: teacher x student x compression x loss x seed (targets are evaluated
+per run; every student also runs without compression).
 
 A loss that needs no teacher (the no-KD baseline) gives one run per student and seed,
 shared by all teachers, so a suite with two teachers does not train the baseline twice.
@@ -35,9 +36,21 @@ class StudentRun:
     loss: Resolved
     teacher: int | None  # index into the suite's teachers
     seed: int
+    compression: Resolved | None = None
+
+    @property
+    def label(self) -> str:
+        """The student's row name: a compressed student is another model (``conformer+qat``), so
+        its KD and no-KD runs pair with each other, not with the dense student's."""
+        return f"{self.student.label}+{self.compression.label}" if self.compression else self.student.label
+
+    def student_config(self) -> dict[str, Any]:
+        """What builds and shapes the student: its own configuration and its compression's."""
+        config = self.student.config()
+        return {**config, "compression": self.compression.config()} if self.compression else config
 
     def key(self, base: dict[str, Any], teacher_keys: dict[int, str], training: dict[str, Any]) -> str:
-        return student_run_key(base, self.student.config(), self.loss.config(),
+        return student_run_key(base, self.student_config(), self.loss.config(),
                                teacher_keys.get(self.teacher) if self.teacher is not None else None,
                                self.seed, training)
 
@@ -48,9 +61,10 @@ def plan_student_runs(rs: ResolvedSuite) -> list[StudentRun]:
         if requires_teacher(loss) and not rs.teachers:
             raise SuiteError(f"{rs.path}: losses[{li}]: {loss.name!r} distills from a teacher, but the suite lists no teachers")
     for student in rs.students:
-        for loss in rs.losses:
-            teachers = range(len(rs.teachers)) if requires_teacher(loss) else [None]
-            for t in teachers:
-                for seed in rs.suite.seeds:
-                    runs.append(StudentRun(student, loss, t, seed))
+        for compression in [None, *rs.compressions]:
+            for loss in rs.losses:
+                teachers = range(len(rs.teachers)) if requires_teacher(loss) else [None]
+                for t in teachers:
+                    for seed in rs.suite.seeds:
+                        runs.append(StudentRun(student, loss, t, seed, compression))
     return runs

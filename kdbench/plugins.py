@@ -33,6 +33,7 @@ KINDS = {
     "tasks": "register_tasks",
     "frontends": "register_frontends",
     "augmentations": "register_augmentations",
+    "compressions": "register_compressions",
     "teachers": "register_teachers",
     "students": "register_students",
     "losses": "register_losses",

@@ -4,6 +4,7 @@ evaluate every model on every target, track everything, and isolate failures per
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import time
 import traceback
@@ -15,15 +16,15 @@ import torch
 
 from kdbench.board import from_result
 from kdbench.cache import Cache, move_aside, read_weights, unreadable
-from kdbench.errors import CheckpointError
+from kdbench.errors import CheckpointError, SuiteError
 from kdbench.evaluation import evaluate
 from kdbench import records
 from kdbench.hashing import file_hash, stable_hash
 from kdbench import work
-from kdbench.interfaces import Corpus, JobFailed, Model, ModelSpec, Task
+from kdbench.interfaces import Compression, Corpus, JobFailed, Model, ModelSpec, Task
 from kdbench.pipeline import InputPipeline, check_input_lengths
 from kdbench.plan import StudentRun, plan_student_runs, requires_teacher, teacher_forcing, teacher_layers
-from kdbench.plugins import Registry
+from kdbench.plugins import Registry, _one_line
 from kdbench.preflight import WRITE_ERRNOS
 from kdbench.provenance import provenance
 from kdbench.records import MetricMeta, Row, RunIdentity, SuiteResult
@@ -134,6 +135,18 @@ class Runner:
         # a metric may build another registered component (an ASR model judging synthesized speech)
         self.metrics = [m.build(resolve=self._resolve) for m in rs.metrics]
         self.targets = [(t, t.build()) for t in rs.targets]
+        self._check_compressions()
+
+    def _check_compressions(self) -> None:
+        """Every compression prepared on every student it is crossed with, before anything trains:
+        a student it cannot compress is one line here, not a failed row per run and target later."""
+        for ci, compression in enumerate(self.rs.compressions):
+            for si, student in enumerate(self.rs.students):
+                try:
+                    compression.build(model_spec=self.model_spec).prepare(student.build(model_spec=self.model_spec))
+                except ValueError as exc:
+                    raise SuiteError(f"{self.rs.path}: {compression.path} ({compression.label}) on students[{si}] "
+                                     f"({student.label}): {_one_line(exc)}") from None
 
     # ---- teachers and references ----------------------------------------------------------
     def _providers(self, **models: Resolved | None) -> dict[str, str]:
@@ -243,11 +256,18 @@ class Runner:
         return teacher.outputs[forcing]
 
     # ---- training -----------------------------------------------------------------------
-    def _train(self, description: str, model, loss, training: TrainingConfig, seed: int, teacher, copies):
+    def _train(self, description: str, model, loss, training: TrainingConfig, seed: int, teacher, copies,
+               compression: Compression | None = None):
         handle = self.progress.start(description, training.steps)
+
+        def on_step(step: int, _) -> None:
+            self.progress.update(handle, step)
+            if compression is not None:  # a gradual schedule (pruning) follows the training
+                compression.step(model, step / training.steps)
+
         try:
             return train(model, loss, self.pipeline, self.corpus.train, training, seed, teacher=teacher,
-                         copies=copies, on_step=lambda step, _: self.progress.update(handle, step))
+                         copies=copies, on_step=on_step)
         finally:
             self.progress.stop(handle)
 
@@ -301,9 +321,9 @@ class Runner:
         teacher_keys = self.spec.teacher_keys if self.spec else {i: t.key for i, t in self.teachers.items()}
         teacher_label = self.rs.teachers[run.teacher].label if run.teacher is not None else ""
         key = run.key(self.base, teacher_keys, training.model_dump())
-        identity = RunIdentity(self.rs.name, "student", run.student.label, teacher_label, run.loss.label, run.seed)
+        identity = RunIdentity(self.rs.name, "student", run.label, teacher_label, run.loss.label, run.seed)
         teacher_key = teacher_keys.get(run.teacher, "") if run.teacher is not None else ""
-        student, loss_config = run.student.config(), run.loss.config()
+        student, loss_config = run.student_config(), run.loss.config()
         tags = {**identity.tags(), records.RUN_KEY: key, records.TEACHER_HASH: teacher_key,
                 records.CONFIG_HASH: records.config_hash(self.base, student, loss_config, teacher_key,
                                                          training.model_dump()),
@@ -329,23 +349,28 @@ class Runner:
             # not whatever this process ran before: a cached teacher or a fresh one
             seed_everything(run.seed)
             model: Model = run.student.build(model_spec=self.model_spec)
+            compression = run.compression.build(model_spec=self.model_spec) if run.compression else None
             record = None if self.force else self.store.load_training(key)
             state = self.store.load_checkpoint(key) if record is not None else None  # unreadable: retrained
-            if state is not None and not fits(model, state):
-                move_aside(self.store.checkpoint_path(key), f"not the weights of {run.student.label}")
+            if state is not None and not _restores(compression, model, state):
+                move_aside(self.store.checkpoint_path(key), f"not the weights of {run.label}")
                 state = None
             reused = state is not None
             if reused:
                 counts["runs_reused"] = 1
             else:
+                if compression is not None:  # before the loss sees the student: fake quantizers, a pruned net
+                    model = compression.prepare(model)
                 loss = run.loss.build(student=model, teacher=teacher.model if teacher else None, task=self.task)
                 source, copies = (self._teacher_source(teacher, teacher_forcing(run.loss), counts)
                                   if (teacher and loss.requires_teacher) else (None, None))
-                report = self._train(f"{run.student.label} · {run.loss.label} · seed {run.seed}", model, loss,
-                                     training, run.seed, source, copies)
+                report = self._train(f"{run.label} · {run.loss.label} · seed {run.seed}", model, loss,
+                                     training, run.seed, source, copies, compression)
+                if compression is not None:  # what is saved, evaluated and exported to the targets
+                    model = compression.finish(model)
                 self.store.save_checkpoint(key, model.state_dict())
                 record = {"seconds": report.seconds, "final_loss": report.final_loss, "history": report.history,
-                          "config": {"student": run.student.config(), "loss": run.loss.config(),
+                          "config": {"student": run.student_config(), "loss": run.loss.config(),
                                      "teacher": teacher.key if teacher else None, "seed": run.seed,
                                      "training": training.model_dump()}}
                 self.store.save_training(key, record)
@@ -369,6 +394,8 @@ class Runner:
         if state is None:
             raise RuntimeError(f"no checkpoint of run {key} in {self.store.suite_dir}: "
                                "does every node see the results folder?")
+        if run.compression is not None:  # a pruned student has other shapes than its options build
+            return run.compression.build(model_spec=self.model_spec).restore(model, state).eval()
         model.load_state_dict(state)
         return model.eval()
 
@@ -659,6 +686,18 @@ class Runner:
 def _failed(identity: RunIdentity, run_key: str, target: str, exc: BaseException) -> Row:
     return Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, target, "failed",
                run_key, error=_error_text(exc))
+
+
+def _restores(compression: Compression | None, model: torch.nn.Module, state: Any) -> bool:
+    """Whether a saved state is this run's model: the student's shapes, or what the compression
+    restores from it (on a copy: a failed load leaves a model half overwritten)."""
+    if compression is None:
+        return fits(model, state)
+    try:
+        compression.restore(copy.deepcopy(model), state)
+        return True
+    except Exception:
+        return False
 
 
 def fits(model: torch.nn.Module, state: Any) -> bool:

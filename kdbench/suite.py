@@ -131,6 +131,8 @@ class Suite(_Strict):
     references: list[ReferenceRef] = Field(default_factory=list)
     students: list[ComponentRef] = Field(min_length=1)
     losses: list[ComponentRef] = Field(min_length=1)
+    # crossed with the students (each student also runs without): quantization-aware training, pruning
+    compressions: list[ComponentRef] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     metrics: list[ComponentRef] = Field(min_length=1)
@@ -208,6 +210,7 @@ class ResolvedSuite:
     executor: Resolved
     #: per teacher, the loss kdbench trains it with (None: no loss, a checkpoint is needed)
     teacher_losses: list[Resolved | None] = field(default_factory=list)
+    compressions: list[Resolved] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -250,7 +253,7 @@ def _validation_message(where: str, exc: ValidationError, prefix: tuple[Any, ...
 
 
 #: the suite's axes: lists whose entries are crossed into runs, where ``sweep:`` may expand one entry
-SWEEPABLE = ("teachers", "students", "losses")
+SWEEPABLE = ("teachers", "students", "losses", "compressions")
 
 
 def _expand_sweeps(path: Path, data: dict) -> dict:
@@ -313,7 +316,7 @@ def suite_identity(path: str | Path) -> tuple[str, str | None, str | None]:
 
 _SINGLE = {"task": "tasks", "dataset": "datasets", "frontend": "frontends", "executor": "executors"}
 _LISTS = {"augmentations": "augmentations", "teachers": "teachers", "references": "teachers", "students": "students",
-          "losses": "losses", "metrics": "metrics", "targets": "targets", "reporters": "reporters"}
+          "losses": "losses", "compressions": "compressions", "metrics": "metrics", "targets": "targets", "reporters": "reporters"}
 
 
 #: suite keys that may be omitted -> the kind whose registered default fills them in

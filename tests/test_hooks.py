@@ -13,7 +13,7 @@ import pytest
 
 from kdbench.cache import Cache
 from kdbench.hookspecs import hookimpl
-from kdbench.interfaces import Augmentation, Executor, Frontend, Measurement, Metric, Reporter, Target
+from kdbench.interfaces import Augmentation, Compression, Executor, Frontend, Measurement, Metric, Reporter, Target
 from kdbench.plugins import build_registry
 from kdbench.runner import Runner
 from kdbench.suite import Suite, resolve_suite
@@ -64,6 +64,28 @@ class TwAugmentation(Augmentation):
     def __call__(self, x, generator):
         USED["augmentations"] += 1
         return x * (0.5 + float(torch.rand(1, generator=generator)))
+
+
+class TwCompression(Compression):
+    """Halves the student's weights before training and records the schedule it was stepped through."""
+
+    def __init__(self, options, model_spec, **context):
+        self.progress: list[float] = []
+
+    def prepare(self, model):
+        USED["compressions"] += 1
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.5)
+        return model
+
+    def step(self, model, progress):
+        self.progress.append(progress)
+        USED["compression_steps"] += 1
+
+    def finish(self, model):
+        USED["compression_finished"] += 1
+        return model
 
 
 class TwTeacher(TinyCtcModel):
@@ -144,6 +166,10 @@ class Throwaway:
         register("tw-augmentation", TwAugmentation)
 
     @hookimpl
+    def register_compressions(self, register):
+        register("tw-compression", TwCompression)
+
+    @hookimpl
     def register_teachers(self, register):
         register("tw-teacher", TwTeacher)
 
@@ -181,14 +207,15 @@ def run(tmp_path_factory):
         "name": "hooks", "task": "tw-task", "dataset": "tw-dataset", "frontend": "tw-frontend",
         "augmentations": ["tw-augmentation"],
         "teachers": [{"name": "tw-teacher", "training": {"steps": 2, "batch_size": 4, "warmup_steps": 0}}],
-        "students": ["tw-student"], "losses": ["tw-loss"], "seeds": [0],
+        "students": ["tw-student"], "losses": ["tw-loss"], "compressions": ["tw-compression"], "seeds": [0],
         "training": {"steps": 2, "batch_size": 4, "warmup_steps": 0},
         "metrics": ["tw-metric"], "targets": ["tw-target"], "reporters": ["tw-reporter"], "executor": "tw-executor",
     })
     rs = resolve_suite(suite, registry)
     result = Runner(rs, registry, cache=Cache(work / "cache"), results_root=work / "results", tracker=None).run()
-    assert [(r.role, r.status) for r in result.rows] == [("teacher", "ok"), ("student", "ok")], \
-        [r.error for r in result.rows]
+    assert [(r.role, r.model, r.status) for r in result.rows] == [
+        ("teacher", "tw-teacher", "ok"), ("student", "tw-student", "ok"),
+        ("student", "tw-student+tw-compression", "ok")], [r.error for r in result.rows]
     return registry, result
 
 
@@ -221,6 +248,16 @@ def test_register_augmentations(run):
     assert USED["augmentations"] >= 8  # training batches of 4 examples
 
 
+def test_register_compressions(run):
+    registry, result = run
+    assert registered_by_throwaway(registry, "compressions", "tw-compression")
+    # once checked on the student before anything trained, once on the run it is crossed with
+    assert USED["compressions"] == 2
+    assert USED["compression_steps"] == 2 and USED["compression_finished"] == 1  # after each of 2 steps, then done
+    dense, compressed = result.rows[1], result.rows[2]
+    assert dense.run_key != compressed.run_key and dense.params == compressed.params
+
+
 def test_register_teachers(run):
     registry, result = run
     assert registered_by_throwaway(registry, "teachers", "tw-teacher")
@@ -240,7 +277,8 @@ def test_register_students(run):
 def test_register_losses(run):
     registry, result = run
     assert registered_by_throwaway(registry, "losses", "tw-loss")
-    assert result.rows[1].loss == "tw-loss" and USED["losses"] == 2  # one call per training step
+    # one call per training step, of the dense and the compressed student
+    assert result.rows[1].loss == "tw-loss" and USED["losses"] == 4
 
 
 def test_register_metrics(run):
@@ -253,18 +291,19 @@ def test_register_metrics(run):
 def test_register_targets(run):
     registry, result = run
     assert registered_by_throwaway(registry, "targets", "tw-target")
-    assert {r.target for r in result.rows} == {"tw-target"} and USED["targets"] == 2
+    assert {r.target for r in result.rows} == {"tw-target"} and USED["targets"] == 3  # one per model
 
 
 def test_register_reporters(run):
     registry, result = run
     assert registered_by_throwaway(registry, "reporters", "tw-reporter")
     (path,) = result.reports
-    assert path.name == "tw-report.txt" and path.read_text() == "hooks: 2 rows\n"
+    assert path.name == "tw-report.txt" and path.read_text() == "hooks: 3 rows\n"
 
 
 def test_register_executors(run):
     registry, _ = run
     assert registered_by_throwaway(registry, "executors", "tw-executor")
-    # the one planned student run went through it twice: trained, then evaluated with a machine to itself
-    assert USED["executors"] == 2 and USED["exclusive"] == 1
+    # the two planned student runs (dense, compressed) went through it twice each: trained, then
+    # evaluated with a machine to itself
+    assert USED["executors"] == 4 and USED["exclusive"] == 2

@@ -23,7 +23,7 @@ As a pytest plugin (``pytest_plugins = ["kdbench.testing"]`` in ``conftest.py``,
 ``pytest -p kdbench.testing``) it adds the fixtures ``kdbench_registry`` and ``kdbench_bench``.
 """
 
-from kdbench.testing.checks import (CHECKS, check_augmentation, check_component, check_dataset, check_frontend,
+from kdbench.testing.checks import (CHECKS, check_augmentation, check_compression, check_component, check_dataset, check_frontend,
                                     check_loaded, check_loss, check_metric, check_plugin, check_student, check_target,
                                     check_teacher)
 from kdbench.testing.errors import ConformanceError
@@ -35,5 +35,5 @@ except ImportError:  # pragma: no cover
     pass
 
 __all__ = ["ConformanceError", "Bench", "KitInputs", "tiny_bench", "default_task", "kit_inputs", "check_loaded",
-           "check_dataset", "check_frontend", "check_augmentation", "check_teacher", "check_student", "check_loss",
+           "check_dataset", "check_frontend", "check_augmentation", "check_compression", "check_teacher", "check_student", "check_loss",
            "check_metric", "check_target", "check_component", "check_plugin", "CHECKS"]

@@ -29,7 +29,7 @@ from torch import nn
 from kdbench.alignment import layer_lengths
 from kdbench.errors import AmbiguousComponentError, UnknownComponentError
 from kdbench.evaluation import Deployable, evaluate
-from kdbench.interfaces import (Augmentation, Batch, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
+from kdbench.interfaces import (Augmentation, Compression, Batch, Corpus, Evaluation, Example, Frontend, Loss, Measurement, Metric,
                                 Model, ModelOutput, ModelSpec, Target, Task)
 from kdbench.options import Options
 from kdbench.pipeline import Features, InputPipeline
@@ -386,6 +386,64 @@ def check_augmentation(component: Any, options: Options | dict | None = None, *,
         first, second = (pipeline(bench.corpus.train[:4], copy=0) for _ in range(2))
     ck.require(torch.equal(first.features, second.features), "the same augmented copy differs between two replays")
     return aug
+
+
+def check_compression(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
+                      registry: Registry | None = None, plugin: str | None = None,
+                      student: Model | None = None) -> Compression:
+    """prepare() returns a student that still runs and trains (its optimiser is built after
+    prepare), step() follows the schedule, finish() returns a Model, and restore() rebuilds the
+    finished model from its state_dict on a fresh student: the same outputs, as a run's
+    evaluation reads it back. ``student``: a stand-in the compression can handle (default: the
+    task's stand-in student)."""
+    ck, bench = _setup("compressions", component, bench, registry, plugin)
+    compression = _build(ck, _options(ck, options), model_spec=bench.model_spec)
+    ck.require(isinstance(compression, Compression), f"its factory returned {type(compression).__name__}; it must "
+                                                     "return a kdbench.interfaces.Compression")
+    fresh = (lambda: bench.student()) if student is None else (lambda: _copy_module(student))
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = fresh()
+    with ck.step("prepare(model)", " (a student it cannot handle: raise ValueError naming the option)"):
+        model = compression.prepare(model)
+    ck.require(isinstance(model, Model), f"prepare returned {type(model).__name__}; it must return a kdbench Model")
+    feats = bench.features()
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    model.train()
+    with ck.step("a training step on the prepared model"):
+        out = bench.task.train_forward(model, feats.features, feats.lengths, feats.batch)
+        out.output.float().pow(2).mean().backward()
+        optimizer.step()
+    ck.require(any(not torch.equal(a, p.detach()) for a, p in zip(before, params)),
+               "a training step did not change the prepared model's weights")
+    with ck.step("step(model, progress)"):
+        for progress in (0.5, 1.0):
+            compression.step(model, progress)
+    with ck.step("finish(model)"):
+        finished = compression.finish(model)
+    ck.require(isinstance(finished, Model), f"finish returned {type(finished).__name__}; it must return a kdbench Model")
+    finished.eval()
+    buffer = io.BytesIO()
+    torch.save(finished.state_dict(), buffer)
+    with ck.step("restore(fresh student, torch.load(state_dict, weights_only=True))"):
+        state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+        restored = compression.restore(fresh(), state)
+    ck.require(isinstance(restored, Model), f"restore returned {type(restored).__name__}; it must return a kdbench Model")
+    restored.eval()
+    with torch.no_grad():
+        a, b = finished(feats.features, feats.lengths), restored(feats.features, feats.lengths)
+    ck.require(a.output.shape == b.output.shape and torch.allclose(a.output, b.output, atol=1e-5),
+               "the restored model's outputs differ from the finished model's: restore must rebuild exactly what "
+               "finish saved")
+    return compression
+
+
+def _copy_module(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)
 
 
 def check_student(component: Any, options: Options | dict | None = None, *, bench: Bench | None = None,
@@ -943,6 +1001,7 @@ def check_target(component: Any, options: Options | dict | None = None, *, bench
 
 CHECKS = {
     "datasets": check_dataset, "frontends": check_frontend, "augmentations": check_augmentation,
+    "compressions": check_compression,
     "teachers": check_teacher, "students": check_student, "losses": check_loss, "metrics": check_metric,
     "targets": check_target,
 }

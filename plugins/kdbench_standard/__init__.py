@@ -1,8 +1,9 @@
-"""Task-neutral built-ins: model-size and latency metrics, CPU targets, the local executor
-and the leaderboard reporter. Registered through the ``kdbench`` entry-point group."""
+"""Task-neutral built-ins: model-size and latency metrics, CPU targets, quantization-aware
+training, the local executor and the leaderboard reporter. Registered through the ``kdbench`` entry-point group."""
 
 from kdbench.hookspecs import hookimpl
 
+from kdbench_standard.compressions import QuantizationAwareTraining
 from kdbench_standard.efficiency import ColdStart, Flops, Latency, ModelSize, ParameterCount
 from kdbench_standard.executors import LocalExecutor
 from kdbench_standard.reporters import LeaderboardFiles
@@ -30,6 +31,12 @@ def register_targets(register):
     register("onnxruntime-int8", OnnxRuntimeTarget, options=QuantizedOnnxRuntimeOptions,
              summary="ONNX Runtime with ORT dynamic int8 quantization")
     register("cuda", CudaTarget, summary="eager PyTorch on a CUDA GPU (fp32, or fp16)")
+
+
+@hookimpl
+def register_compressions(register):
+    register("qat", QuantizationAwareTraining,
+             summary="quantization-aware training: int8 fake quantizers (torchao) while distilling")
 
 
 @hookimpl

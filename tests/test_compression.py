@@ -1,0 +1,120 @@
+"""Compressions as a suite axis (issue 15) and the built-in ``qat``: quantization-aware training with
+torchao's int8 fake quantizers while distilling, stripped before the model is saved, so the int8
+targets quantize weights trained for int8. Real FSDD speech, a tiny Conformer student."""
+
+import copy
+import io
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import tiny_suite, write_suite
+from kdbench.cli import main
+from kdbench.plan import plan_student_runs
+from kdbench.plugins import get_registry
+from kdbench.suite import load_suite
+from kdbench.testing import ConformanceError, check_compression
+from kdbench_standard.compressions import QuantizationAwareTraining as Qat, quantizable
+
+CONFORMER = {"name": "conformer-ctc", "options": {"d_model": 32, "layers": 1, "ffn_dim": 128, "heads": 2}}
+
+
+def _suite(fsdd_root, **overrides):
+    defaults = {"students": [CONFORMER], "compressions": ["qat"], "targets": ["cpu", "cpu-int8"],
+                "metrics": ["wer", "params"]}
+    return tiny_suite(fsdd_root, **{**defaults, **overrides})
+
+
+def _student():
+    from kdbench.interfaces import ModelSpec
+    from kdbench_asr.models import ConformerCtc
+
+    torch.manual_seed(0)
+    return ConformerCtc(ConformerCtc.Options(**CONFORMER["options"]), model_spec=ModelSpec(input_dim=24, output_dim=12))
+
+
+def _fake_quantized(model):
+    return [m for m in model.modules() if type(m).__name__ == "FakeQuantizedLinear"]
+
+
+def test_qat_trains_through_int8_rounding_and_saves_the_plain_network():
+    float_model = _student().eval()
+    qat = Qat(Qat.Options())
+    model = qat.prepare(copy.deepcopy(float_model)).eval()
+    linear = [m for m in float_model.modules() if quantizable(m)]
+    assert len(_fake_quantized(model)) == len(linear) > 0
+    x, lengths = torch.randn(2, 40, 24), torch.tensor([40, 31])
+    with torch.no_grad():
+        a, b = float_model(x, lengths).output, model(x, lengths).output
+    # the same weights, read through int8 rounding: close, not equal
+    assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.5)
+    finished = qat.finish(model)
+    assert not _fake_quantized(finished)
+    state = finished.state_dict()
+    assert state.keys() == float_model.state_dict().keys()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    plain = _student()
+    plain.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x, lengths).output, finished(x, lengths).output)
+
+
+def test_the_kit_checks_qat_and_catches_a_restore_that_loses_the_weights():
+    check_compression("qat")
+
+    class Forgetful(Qat):
+        def restore(self, model, state):  # the freshly built weights, not the trained ones
+            return model
+
+    with pytest.raises(ConformanceError, match="restored model's outputs differ"):
+        check_compression(Forgetful)
+
+
+def test_compressions_are_crossed_with_every_student_and_the_dense_one_stays(fsdd_root, tmp_path):
+    suite = _suite(fsdd_root, students=[CONFORMER, {**CONFORMER, "label": "wide", "options": {
+        **CONFORMER["options"], "d_model": 48}}])
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite), get_registry())
+    runs = plan_student_runs(rs)
+    assert sorted({r.label for r in runs}) == ["conformer-ctc", "conformer-ctc+qat", "wide", "wide+qat"]
+    assert len(runs) == 2 * 2 * 2  # students x (none, qat) x (ctc, ctc-kd)
+    keys = {r.key({}, {0: "t"}, {}) for r in runs}
+    assert len(keys) == len(runs)
+
+
+def test_a_qat_student_is_a_row_of_its_own_on_the_int8_target(fsdd_root, shared_cache, tmp_path):
+    path = write_suite(tmp_path / "s.yaml", _suite(fsdd_root))
+    result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
+                                       "--cache-dir", str(shared_cache)])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r" / "tiny" / "rows.csv", keep_default_na=False)
+    qat = rows[rows["model"] == "conformer-ctc+qat"]
+    assert sorted(zip(qat["loss"], qat["target"])) == [("ctc", "cpu"), ("ctc", "cpu-int8"),
+                                                       ("ctc-kd", "cpu"), ("ctc-kd", "cpu-int8")]
+    assert set(qat["status"]) == {"ok"}
+    dense = rows[(rows["model"] == "conformer-ctc") & (rows["role"] == "student")]
+    assert set(qat["run_key"]).isdisjoint(dense["run_key"]) and set(qat["params"]) == set(dense["params"])
+    checkpoint = tmp_path / "r" / "tiny" / "runs" / qat["run_key"].iloc[0] / "model.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert not any("fake_quantizer" in k for k in state)
+
+
+@pytest.mark.parametrize("case", ["recurrent student", "unsupported rounding"])
+def test_bad_qat_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_path):
+    if case == "recurrent student":
+        suite = _suite(fsdd_root, students=[{"name": "gru-ctc", "options": {"hidden": 16, "layers": 1}}])
+        expected = ("compressions[0] (qat) on students[0] (gru-ctc): qat: min_quantized: only ", "(the rest: Conv1d, GRU)")
+    else:
+        suite = _suite(fsdd_root, compressions=[{"name": "qat", "options": {"symmetric_activations": True}}])
+        expected = ("compressions[0].options: symmetric_activations: torchao's QAT rounds per-token activations "
+                    "asymmetric only",)
+    path = write_suite(tmp_path / "s.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and all(e in errors[0] for e in expected), result.output
+    assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained
