@@ -137,8 +137,15 @@ class Compression(ABC):
     * ``restore(model, state)`` on a freshly built student and the saved ``state_dict``: the trained
       model again (a pruned one has other shapes than its options build).
 
+    After ``finish``, ``fine_tune_steps`` more steps of the run's own loss (KD included) train what
+    it returned, at ``fine_tune_lr_scale`` times the suite's learning rate, without warm-up (a
+    pruned student recovers; 0: none).
+
     A compression that cannot handle a student raises ``ValueError`` naming the option, from
     ``prepare``: the run fails with that line instead of silently training without compression."""
+
+    fine_tune_steps: int = 0
+    fine_tune_lr_scale: float = 1.0
 
     def prepare(self, model: "Model") -> "Model":
         return model

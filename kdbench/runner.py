@@ -368,6 +368,14 @@ class Runner:
                                      training, run.seed, source, copies, compression)
                 if compression is not None:  # what is saved, evaluated and exported to the targets
                     model = compression.finish(model)
+                    if compression.fine_tune_steps:  # the compressed student recovers under the same loss
+                        tune = training.model_copy(update={"steps": compression.fine_tune_steps, "warmup_steps": 0,
+                                                           "lr": training.lr * compression.fine_tune_lr_scale})
+                        tuned = self._train(f"{run.label} · {run.loss.label} · seed {run.seed} · fine-tune", model,
+                                            loss, tune, run.seed, source, copies)
+                        report.seconds += tuned.seconds
+                        report.history += [(training.steps + s, v) for s, v in tuned.history]
+                        report.final_loss = tuned.final_loss
                 self.store.save_checkpoint(key, model.state_dict())
                 record = {"seconds": report.seconds, "final_loss": report.final_loss, "history": report.history,
                           "config": {"student": run.student_config(), "loss": run.loss.config(),

@@ -118,3 +118,60 @@ def test_bad_qat_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_p
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and all(e in errors[0] for e in expected), result.output
     assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained
+
+
+# ---- prune: structured pruning after distillation, then KD fine-tuning ------------------------------
+def test_pruning_keeps_the_share_asked_for_and_restores_from_the_saved_weights():
+    from kdbench.interfaces import ModelSpec
+    from kdbench_standard.compressions import StructuredPruning
+
+    student = _student()
+    total = sum(p.numel() for p in student.parameters())
+    prune = StructuredPruning(StructuredPruning.Options(keep=0.6), model_spec=ModelSpec(input_dim=24, output_dim=12))
+    pruned = prune.finish(prune.prepare(copy.deepcopy(student))).eval()
+    assert sum(p.numel() for p in pruned.parameters()) / total == pytest.approx(0.6, abs=0.03)
+    assert pruned.head.out_features == 12  # the task's outputs are not the student's to prune
+    restored = prune.restore(_student(), pruned.state_dict()).eval()
+    x, lengths = torch.randn(2, 40, 24), torch.tensor([40, 31])
+    with torch.no_grad():
+        assert torch.equal(restored(x, lengths).output, pruned(x, lengths).output)
+
+
+def test_a_pruned_student_is_fine_tuned_and_evaluated_at_its_new_size(fsdd_root, shared_cache, tmp_path):
+    prune = {"name": "prune", "options": {"keep": 0.6, "fine_tune_steps": 2}}
+    path = write_suite(tmp_path / "s.yaml", _suite(fsdd_root, compressions=[prune], targets=["cpu"]))
+    result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
+                                       "--cache-dir", str(shared_cache)])
+    assert result.exit_code == 0, result.output
+    assert "· fine-tune" in result.output  # the steps after pruning ran
+    import json
+
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r" / "tiny" / "rows.csv", keep_default_na=False)
+    students = rows[rows["role"] == "student"].set_index(["model", "loss"])["params"]
+    for loss in ("ctc", "ctc-kd"):
+        assert students["conformer-ctc+prune", loss] / students["conformer-ctc", loss] == pytest.approx(0.6, abs=0.03)
+    key = rows[(rows["model"] == "conformer-ctc+prune") & (rows["loss"] == "ctc-kd")]["run_key"].iloc[0]
+    record = json.loads((tmp_path / "r" / "tiny" / "runs" / key / "training.json").read_text())
+    assert record["config"]["student"]["compression"]["name"] == "prune"
+    assert record["history"][-1][0] == 4 + 2  # 4 steps of distillation, then 2 of fine-tuning
+
+
+@pytest.mark.parametrize("case", ["keep too small", "recurrent student"])
+def test_bad_pruning_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_path):
+    if case == "keep too small":
+        suite = _suite(fsdd_root, compressions=[{"name": "prune", "options": {"keep": 0.05}}])
+        expected = ("compressions[0] (prune) on students[0] (conformer-ctc): keep: 5% of the parameters would take "
+                    "more than 90% of some layer's channels",)
+    else:
+        suite = _suite(fsdd_root, students=[{"name": "gru-ctc", "options": {"hidden": 16, "layers": 1}}],
+                       compressions=["prune"])
+        expected = ("compressions[0] (prune) on students[0] (gru-ctc): prune: GruCtc cannot be pruned",)
+    path = write_suite(tmp_path / "s.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and all(e in errors[0] for e in expected), result.output
+    assert not (tmp_path / "cache" / "teachers").exists()

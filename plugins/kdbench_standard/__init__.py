@@ -3,7 +3,7 @@ training, the local executor and the leaderboard reporter. Registered through th
 
 from kdbench.hookspecs import hookimpl
 
-from kdbench_standard.compressions import QuantizationAwareTraining
+from kdbench_standard.compressions import QuantizationAwareTraining, StructuredPruning
 from kdbench_standard.efficiency import ColdStart, Flops, Latency, ModelSize, ParameterCount
 from kdbench_standard.executors import LocalExecutor
 from kdbench_standard.reporters import LeaderboardFiles
@@ -37,6 +37,8 @@ def register_targets(register):
 def register_compressions(register):
     register("qat", QuantizationAwareTraining,
              summary="quantization-aware training: int8 fake quantizers (torchao) while distilling")
+    register("prune", StructuredPruning,
+             summary="structured pruning after distillation (torch-pruning) to a share of the parameters, then KD fine-tuning")
 
 
 @hookimpl

@@ -89,3 +89,107 @@ class QuantizationAwareTraining(Compression):
         quantize_, _, QATConfig = _torchao_qat()
         quantize_(model, QATConfig(step="convert"))  # back to nn.Linear: the state_dict of the plain student
         return model
+
+
+class StructuredPruning(Compression):
+    """Structured pruning after distillation (torch-pruning): whole channels, hidden units and
+    attention head dimensions removed along the network's dependency graph (so every layer that
+    reads a removed channel loses it too), the smallest by L1 magnitude, until ``keep`` of the
+    parameters remain; then ``fine_tune_steps`` more steps of the run's own loss (KD included) at
+    ``fine_tune_lr_scale`` times its learning rate. Kept: the model's output layer and the layers
+    feeding a GLU, whose halves must stay equal. Every prunable layer loses the same share of its
+    channels, so the shapes follow from ``keep`` and the architecture alone: ``restore`` prunes a
+    fresh student the same way and loads the saved weights into it."""
+
+    class Options(Options):
+        keep: float = Field(0.5, gt=0, lt=1, description="share of the student's parameters left after pruning")
+        fine_tune_steps: int = Field(100, ge=0, description="steps of the run's loss after pruning")
+        fine_tune_lr_scale: float = Field(0.1, gt=0, le=1, description="their peak learning rate, as a share of "
+                                          "training.lr (no warm-up, cosine decay)")
+
+    #: a channel count is never pruned below this share: pruning more removes whole layers' worth
+    MAX_RATIO = 0.9
+
+    def __init__(self, options: "StructuredPruning.Options", model_spec, **context):
+        self.o = options
+        self.input_dim = int(model_spec.input_dim)
+        self.output_dim = int(model_spec.output_dim)
+        self.fine_tune_steps = options.fine_tune_steps
+        self.fine_tune_lr_scale = options.fine_tune_lr_scale
+        self.ratio: float | None = None
+
+    def _pruner(self, model: nn.Module, ratio: float):
+        import torch_pruning as tp
+
+        frames = 64
+        example = (torch.randn(1, frames, self.input_dim), torch.tensor([frames]))
+        ignored = [self._output_layer(model, example)]
+        for parent in model.modules():  # a GLU halves its input: the layer before it keeps its width
+            children = list(parent.children())
+            ignored += [children[i - 1] for i, child in enumerate(children) if isinstance(child, nn.GLU) and i]
+        heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+        return tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                    pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads,
+                                    prune_head_dims=True, prune_num_heads=False,
+                                    forward_fn=lambda m, inputs: m(*inputs).output)
+
+    def _output_layer(self, model: nn.Module, example) -> nn.Module:
+        """The last layer run with ``output_dim`` channels: its outputs are the model's (class
+        scores, mel bins), whose number is the task's, not the student's to choose."""
+        called: list[nn.Module] = []
+        hooks = [m.register_forward_hook(lambda m, i, o: called.append(m)) for m in model.modules()
+                 if getattr(m, "out_features", getattr(m, "out_channels", None)) == self.output_dim]
+        try:
+            with torch.no_grad():
+                model(*example)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not called:
+            raise ValueError(f"prune: no layer of {type(model).__name__} has the {self.output_dim} outputs of the "
+                             "task, so the output layer cannot be kept out of pruning")
+        return called[-1]
+
+    def _pruned(self, model: nn.Module, ratio: float) -> nn.Module:
+        was_training = model.training
+        model.eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch-pruning's notes on layers it leaves alone
+            self._pruner(model, ratio).step()
+        return model.train(was_training)
+
+    def _ratio(self, model: nn.Module) -> float:
+        """The channel share whose pruning leaves ``keep`` of the parameters (bisection on copies)."""
+        import copy
+
+        total = sum(p.numel() for p in model.parameters())
+
+        def kept(ratio: float) -> float:
+            return sum(p.numel() for p in self._pruned(copy.deepcopy(model), ratio).parameters()) / total
+
+        try:
+            least = kept(self.MAX_RATIO)
+        except Exception as exc:  # a layer type torch-pruning cannot follow
+            raise ValueError(f"prune: {type(model).__name__} cannot be pruned along its dependency graph "
+                             f"(torch-pruning: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        if least > self.o.keep:
+            raise ValueError(f"keep: {self.o.keep:.0%} of the parameters would take more than "
+                             f"{self.MAX_RATIO:.0%} of some layer's channels (whole layers' worth); at most "
+                             f"{1 - least:.0%} of this student can go, so keep >= {least:.2f}")
+        low, high = 0.0, self.MAX_RATIO
+        for _ in range(12):
+            mid = (low + high) / 2
+            low, high = (mid, high) if kept(mid) > self.o.keep else (low, mid)
+        return high
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.ratio = self._ratio(model)  # here, before anything trains: a student it cannot prune fails now
+        return model
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        return self._pruned(model, self.ratio if self.ratio is not None else self._ratio(model))
+
+    def restore(self, model: nn.Module, state: dict) -> nn.Module:
+        model = self._pruned(model, self._ratio(model))
+        model.load_state_dict(state)
+        return model
