@@ -85,6 +85,17 @@ class Model(nn.Module):
     #: others its row is skipped, with the reason. Its size is ``artifact_bytes()``; parameters
     #: and FLOPs, which PyTorch cannot see, are not reported.
     external: bool = False
+    #: True for a teacher that combines the suite's other teachers (several teachers per student):
+    #: its factory also receives ``teachers={label: Model}``, the teachers its options name (listed
+    #: before it in the suite, each trained and cached once), and kdbench never trains it.
+    combines: bool = False
+
+    def teacher_forward(self, features: torch.Tensor, lengths: torch.Tensor, batch: "Batch") -> ModelOutput:
+        """What a student distils from, given the training batch (its targets too): ``forward`` by
+        default. A teacher that chooses, per utterance, which of its members to follow (the one
+        closest to the transcript) overrides it; its evaluated row still comes from ``forward``,
+        which never sees the targets."""
+        return self(features, lengths)
 
     def artifact_bytes(self) -> int:
         """An external model's size as deployed: the bytes of the files it loads."""

@@ -200,6 +200,8 @@ class Runner:
         ref = self.rs.suite.teachers[index]
         resolved = self.rs.teachers[index]
         seed_everything(0)  # initial weights from the seed, not from whatever ran before in this process
+        if getattr(resolved.component.factory, "combines", False):
+            return self._combined_teacher(index, may_train)
         model: Model = resolved.build(model_spec=self.model_spec)
         if ref.checkpoint is not None:
             load_checkpoint(model, ref.checkpoint, f"teachers[{index}].checkpoint")  # first: it names a bad path
@@ -226,11 +228,31 @@ class Runner:
         model.eval()
         return TeacherState(model, key, resolved.label)
 
-    def _teacher_forward(self, forcing: bool) -> Callable | None:
-        """How the teacher runs for a loss: free running (None: ``model(features, lengths)``), or
-        teacher-forced through the task's ``train_forward`` on the student's batch."""
+    def _combined_teacher(self, index: int, may_train: bool) -> TeacherState:
+        """A teacher made of the suite's other teachers (Model.combines): each member obtained (and
+        cached) as a teacher of its own, none trained again; its key is its members' keys."""
+        resolved = self.rs.teachers[index]
+        labels = [t.label for t in self.rs.teachers]
+        members: dict[str, TeacherState] = {}
+        for label in resolved.options.teachers:
+            i = labels.index(label)  # check_suite: a teacher listed before this one
+            state = self.teachers.get(i) or (self._teacher(i) if self.spec is not None else None)
+            if state is None:
+                state = self._teacher_state(i, may_train)
+                self.teachers[i] = state
+            members[label] = state
+        model: Model = resolved.build(model_spec=self.model_spec, teachers={k: s.model for k, s in members.items()})
+        key = records.loaded_model_key("teacher", resolved.config(), stable_hash({k: s.key for k, s in members.items()}),
+                                       self.base)
+        return TeacherState(model.eval(), key, resolved.label)
+
+    def _teacher_forward(self, forcing: bool) -> Callable:
+        """How the teacher runs for a loss: ``teacher_forward`` on the batch (by default free
+        running, ``model(features, lengths)``), or teacher-forced through the task's
+        ``train_forward`` on the student's batch."""
         if not forcing:
-            return None
+            return lambda model, feats: (model.teacher_forward(feats.features, feats.lengths, feats.batch)
+                                         if isinstance(model, Model) else model(feats.features, feats.lengths))
         return lambda model, feats: self.task.train_forward(model, feats.features, feats.lengths, feats.batch)
 
     def _teacher_outputs(self, teacher: TeacherState, forcing: bool = False) -> TeacherOutputStore:
@@ -281,7 +303,7 @@ class Runner:
             store = self._teacher_outputs(teacher, forcing)
             copies = self.rs.suite.teacher_outputs.copies if self.pipeline.augments else None
             return (lambda feats, copy: store.batch(feats.batch.ids, copy)), copies
-        forward = self._teacher_forward(forcing) or (lambda model, feats: model(feats.features, feats.lengths))
+        forward = self._teacher_forward(forcing)
 
         def online(feats, copy):
             counts["teacher_online_batches"] = counts.get("teacher_online_batches", 0) + 1
@@ -598,8 +620,9 @@ class Runner:
         overall = self.progress.start("suite", len(self.rs.teachers) + 2 * len(runs))
         done = 0
         for i, resolved in enumerate(self.rs.teachers):
+            untrained = self.rs.suite.teachers[i].checkpoint or getattr(resolved.component.factory, "combines", False)
             rows += self._fixed_model_rows("teacher", resolved, lambda i=i: self._obtain_teacher(i),
-                                           loss=None if self.rs.suite.teachers[i].checkpoint else self.rs.teacher_losses[i])
+                                           loss=None if untrained else self.rs.teacher_losses[i])
             done += 1
             self.progress.update(overall, done)
         for i, resolved in enumerate(self.rs.references):

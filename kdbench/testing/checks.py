@@ -559,7 +559,11 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
                  plugin: str | None, teacher: bool) -> Model:
     ck, bench = _setup(kind, component, bench, registry, plugin)
     opts, spec = _options(ck, options), bench.model_spec
-    model = _seeded_build(ck, opts, 1, model_spec=spec)
+    # a teacher that combines others (Model.combines) gets stand-in teachers for the ones it names
+    members = (lambda: {name: bench.teacher() for name in getattr(opts, "teachers", [])}) \
+        if getattr(ck.component.factory, "combines", False) else (lambda: {})
+    extra = {"teachers": members()} if members() else {}
+    model = _seeded_build(ck, opts, 1, model_spec=spec, **extra)
     ck.require(isinstance(model, Model), f"its factory returned {type(model).__name__}; it must return a "
                                          "kdbench.interfaces.Model (forward(features, lengths) -> ModelOutput)")
     feats = bench.features()
@@ -592,7 +596,7 @@ def _check_model(kind: str, component: Any, options: Any, bench: Bench | None, r
                            "train and inflate the params metric")
     ck.require(any(not torch.equal(before[n], p) for n, p in model.named_parameters()),
                "no parameter changed in a training step (are they all frozen?)")
-    fresh = _seeded_build(ck, opts, 2, model_spec=spec)  # other random draws: state outside the state_dict shows
+    fresh = _seeded_build(ck, opts, 2, model_spec=spec, **({"teachers": members()} if extra else {}))  # other random draws: state outside the state_dict shows
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)

@@ -55,6 +55,10 @@ def register_teachers(register):
     from kdbench_asr import references
 
     _register_models(register)
+    from kdbench_asr.ensemble import CtcTeacherEnsemble
+
+    register("ctc-ensemble", CtcTeacherEnsemble,
+             summary="several teachers as one: average, weighted or per-utterance best posteriors (never trained)")
     # evaluated as it is: meant as a `references:` row (suites look references up among teachers)
     register("pocketsphinx", references.PocketSphinx,
              summary="CMU PocketSphinx en-us (offline, pretrained), word loop of the task's words: a peer reference")
