@@ -42,7 +42,8 @@ def test_check_plugin_checks_everything_a_plugin_registers(kdbench_registry):
     checked = check_plugin("standard", {"latency": {"utterances": 2, "warmup": 1, "runs": 4, "min_seconds": 0},
                                         "cold-start": {"repeats": 1}, "flops": {"utterances": 2, "runs": 2, "min_seconds": 0}},
                            registry=kdbench_registry)
-    assert checked == [("compressions", "prune"), ("compressions", "qat"), ("metrics", "cold-start"), ("metrics", "flops"), ("metrics", "latency"), ("metrics", "params"),
+    assert checked == [("compressions", "prune"), ("compressions", "qat"), ("metrics", "cold-start"),
+                       ("metrics", "flops"), ("metrics", "latency"), ("metrics", "params"),
                        ("metrics", "size"), ("targets", "cpu"), ("targets", "cpu-1thread"), ("targets", "cpu-int8"),
                        ("targets", "cuda"), ("targets", "onnxruntime"), ("targets", "onnxruntime-int8")]
 
