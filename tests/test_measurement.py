@@ -57,16 +57,32 @@ def test_time_runs_cycles_inputs_and_records_threads():
     assert timing.threads == torch.get_num_threads() and len(timing.seconds) == 5
 
 
-def test_peak_memory_sees_an_allocation_freed_before_it_returns():
-    def allocate():
-        block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
-        return float(block[-1])
+_PEAK_SCRIPT = """
+import json, kdbench, torch
+from kdbench import measurement
 
-    peak = measurement.peak_memory(allocate)
+def allocate():
+    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+    return float(block[-1])
+
+print(json.dumps([measurement.peak_memory(allocate), measurement.peak_memory(lambda: None)]))
+"""
+
+
+def test_peak_memory_sees_an_allocation_freed_before_it_returns():
+    # in a fresh process: in pytest's, a full run once measured 0.05 MB for this 64 MB block (the
+    # cause not pinned down: an earlier test's threads or allocator state); what is checked here is
+    # the measurement, not what other tests leave behind
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, check=True)
+    peak, idle = json.loads(out.stdout.strip().splitlines()[-1])
     if peak is None:
         pytest.skip("this kernel cannot reset the peak RSS")
     assert 50 < peak < 200
-    assert measurement.peak_memory(lambda: None) < 20
+    assert idle < 20
 
 
 def test_flop_count_of_a_linear_layer():
