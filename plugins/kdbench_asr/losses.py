@@ -47,8 +47,11 @@ class CtcLoss(Loss):
 
 class _KdOptions(Options):
     temperature: float = Field(2.0, gt=0, description="softmax temperature of both posteriors (at the start)")
+    # left out of the configuration while unset: a run without a schedule keeps the key it had
+    # before the option existed, so its finished weights are reused
     temperature_end: float | None = Field(
-        None, gt=0, description="if set, T moves linearly from `temperature` to this over training")
+        None, gt=0, exclude_if=lambda v: v is None,
+        description="if set, T moves linearly from `temperature` to this over training")
 
 
 class LogitKd(Loss):
