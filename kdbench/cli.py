@@ -423,6 +423,14 @@ def _suite_ref(suite: str | None, tracking_uri: str | None, experiment: str | No
     return suite, resolve_tracking_uri(tracking_uri, suite_uri), experiment
 
 
+def _declares_folds(suite_file: str | None) -> bool:
+    if suite_file and Path(suite_file).suffix in (".yaml", ".yml") and Path(suite_file).is_file():
+        from kdbench.suite import read_suite
+
+        return read_suite(suite_file).folds is not None
+    return False
+
+
 def _target_order(suite_file: str | None) -> list[str]:
     """The targets in the order the suite file lists them (a bare suite name: the store's order)."""
     if suite_file and Path(suite_file).suffix in (".yaml", ".yml") and Path(suite_file).is_file():
@@ -463,7 +471,12 @@ def leaderboard(suite, target, fmt, out, min_coverage, metric, no_bootstrap, ref
     from kdbench.tracking import experiment_for, open_store
 
     order = _target_order(suite)
+    folds = _declares_folds(suite)
     suite, uri, experiment = _suite_ref(suite, tracking_uri, experiment)
+    if folds:  # its rows are its folds', <suite>.<fold>, all in the suite's one experiment
+        from kdbench.board.fetch import FOLDS
+
+        suite += FOLDS
     client = open_store(uri)
     cache_dir = Cache(None).root / "mlflow-runs"
     try:

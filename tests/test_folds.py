@@ -149,3 +149,18 @@ def test_contrast_sets_two_recipes_side_by_side_fold_by_fold(two_folds, fsdd_roo
     result = CliRunner().invoke(main, ["contrast", "loso", "nothing-ran", "--results-dir", str(results)])
     assert result.exit_code == 2 and "no finished results of suite 'nothing-ran'" in result.output
     assert not math.isnan(gain)
+
+
+def test_the_mlflow_leaderboard_of_a_suite_with_folds_holds_every_folds_rows(fsdd_root, shared_cache, tmp_path):
+    suite = _suite(fsdd_root, name="board", references=[], losses=["ctc"], metrics=["wer"])
+    path = write_suite(tmp_path / "board.yaml", suite)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(main, ["run", str(path), "--tracking-uri", uri, "--results-dir",
+                                       str(tmp_path / "results"), "--cache-dir", str(shared_cache)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["leaderboard", str(path), "--tracking-uri", uri, "--format", "csv",
+                                       "--no-bootstrap", "--out", str(tmp_path / "lb")])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert sorted(set(rows["suite"])) == ["board.george", "board.theo"]
+    assert len(rows) == 2 * 2  # per fold: the teacher and the student

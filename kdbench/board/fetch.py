@@ -19,9 +19,15 @@ from kdbench.hashing import stable_hash
 log = logging.getLogger(__name__)
 
 
+#: ``<suite>.*``: every fold of a suite with folds (``kdbench.folds``: a fold runs as ``<suite>.<fold>``)
+FOLDS = ".*"
+
+
 def evaluation_filter(suite: str | None = None) -> str:
     f = f"tags.`{records.RUN_KIND}` = 'evaluation' and attributes.status = 'FINISHED'"
-    if suite:
+    if suite and suite.endswith(FOLDS):
+        f += f" and tags.`{records.SUITE}` LIKE '{suite[:-len(FOLDS)]}.%'"
+    elif suite:
         f += f" and tags.`{records.SUITE}` = '{suite}'"
     return f
 
@@ -104,7 +110,7 @@ def fetch_cached(client, experiment_ids: list[str], suite: str | None, cache_dir
 
 def experiment_ids(client, suite: str | None, experiment: str | None = None) -> list[str]:
     """The suite's experiment (``kdbench-<suite>`` unless the suite names one), else every experiment."""
-    name = experiment or (f"kdbench-{suite}" if suite else None)
+    name = experiment or (f"kdbench-{suite.removesuffix(FOLDS)}" if suite else None)
     if name:
         exp = client.get_experiment_by_name(name)
         return [exp.experiment_id] if exp else []
