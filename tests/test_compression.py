@@ -102,24 +102,6 @@ def test_a_qat_student_is_a_row_of_its_own_on_the_int8_target(fsdd_root, shared_
     assert not any("fake_quantizer" in k for k in state)
 
 
-@pytest.mark.parametrize("case", ["recurrent student", "unsupported rounding"])
-def test_bad_qat_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_path):
-    if case == "recurrent student":
-        suite = _suite(fsdd_root, students=[{"name": "gru-ctc", "options": {"hidden": 16, "layers": 1}}])
-        expected = ("compressions[0] (qat) on students[0] (gru-ctc): qat: min_quantized: only ", "(the rest: Conv1d, GRU)")
-    else:
-        suite = _suite(fsdd_root, compressions=[{"name": "qat", "options": {"symmetric_activations": True}}])
-        expected = ("compressions[0].options: symmetric_activations: torchao's QAT rounds per-token activations "
-                    "asymmetric only",)
-    path = write_suite(tmp_path / "s.yaml", suite)
-    result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
-                                       "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and all(e in errors[0] for e in expected), result.output
-    assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained
-
-
 # ---- prune: structured pruning after distillation, then KD fine-tuning ------------------------------
 def test_pruning_keeps_the_share_asked_for_and_restores_from_the_saved_weights():
     from kdbench.interfaces import ModelSpec
@@ -158,20 +140,27 @@ def test_a_pruned_student_is_fine_tuned_and_evaluated_at_its_new_size(fsdd_root,
     assert record["history"][-1][0] == 4 + 2  # 4 steps of distillation, then 2 of fine-tuning
 
 
-@pytest.mark.parametrize("case", ["keep too small", "recurrent student"])
-def test_bad_pruning_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_path):
-    if case == "keep too small":
-        suite = _suite(fsdd_root, compressions=[{"name": "prune", "options": {"keep": 0.05}}])
-        expected = ("compressions[0] (prune) on students[0] (conformer-ctc): keep: 5% of the parameters would take "
-                    "more than 90% of some layer's channels",)
-    else:
-        suite = _suite(fsdd_root, students=[{"name": "gru-ctc", "options": {"hidden": 16, "layers": 1}}],
-                       compressions=["prune"])
-        expected = ("compressions[0] (prune) on students[0] (gru-ctc): prune: GruCtc cannot be pruned",)
-    path = write_suite(tmp_path / "s.yaml", suite)
+GRU = {"name": "gru-ctc", "options": {"hidden": 16, "layers": 1}}
+BAD = {  # suite overrides -> what the one error line says
+    "qat on a recurrent student": ({"students": [GRU]}, (
+        "compressions[0] (qat) on students[0] (gru-ctc): qat: min_quantized: only ", "(the rest: Conv1d, GRU)")),
+    "qat rounding torchao lacks": ({"compressions": [{"name": "qat", "options": {"symmetric_activations": True}}]}, (
+        "compressions[0].options: symmetric_activations: torchao's QAT rounds per-token activations asymmetric only",)),
+    "pruning whole layers away": ({"compressions": [{"name": "prune", "options": {"keep": 0.05}}]}, (
+        "compressions[0] (prune) on students[0] (conformer-ctc): keep: 5% of the parameters would take more than "
+        "90% of some layer's channels",)),
+    "pruning a recurrent student": ({"students": [GRU], "compressions": ["prune"]}, (
+        "compressions[0] (prune) on students[0] (gru-ctc): prune: GruCtc cannot be pruned",)),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_compression_input_is_one_line_before_anything_trains(case, fsdd_root, tmp_path):
+    overrides, expected = BAD[case]
+    path = write_suite(tmp_path / "s.yaml", _suite(fsdd_root, **overrides))
     result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
                                        "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and all(e in errors[0] for e in expected), result.output
-    assert not (tmp_path / "cache" / "teachers").exists()
+    assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained
