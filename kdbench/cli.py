@@ -569,20 +569,11 @@ def contrast(base, other, folds, results_dir, out):
     their files)."""
     from kdbench.folds import contrast as contrast_suites, contrast_markdown
 
-    names = [read_suite_name(n) for n in (base, other)]
+    names = [_suite_ref(n, None, None)[0] for n in (base, other)]  # a suite file, or a bare name
     text = contrast_markdown(contrast_suites(results_dir, *names, folds))
     console.print(text, highlight=False, soft_wrap=True, markup=False)
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")
-
-
-def read_suite_name(name: str) -> str:
-    """A suite file's name (``suites/x.yaml`` -> its ``name:``), or the name itself."""
-    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        from kdbench.suite import suite_identity
-
-        return suite_identity(name)[0]
-    return name
 
 
 @main.group()
