@@ -57,6 +57,12 @@ def test_pitch_shift_moves_pitch_keeps_length_and_replays_from_the_generator():
     assert out.shape == wave.shape
     spectrum = np.abs(np.fft.rfft(out.numpy()))
     assert abs(int(spectrum.argmax()) - 400) <= 8  # an octave up: 200 Hz -> 400 Hz (1 Hz bins)
+    for semitones, ratio in [(3.0, 95 / 80), (-2.0, 71 / 80)]:  # 2^(3/12) = 1.189, 2^(-2/12) = 0.891
+        by = PitchShift(PitchShift.Options(semitones=(semitones, semitones), probability=1.0),
+                        corpus_info={"sample_rate": RATE})
+        out = by(wave, torch.Generator())
+        assert out.shape == wave.shape
+        assert abs(int(np.abs(np.fft.rfft(out.numpy())).argmax()) - 200 * ratio) <= 3
     random = PitchShift(PitchShift.Options(), corpus_info={"sample_rate": RATE})
     a = random(wave, torch.Generator().manual_seed(5))
     b = random(wave, torch.Generator().manual_seed(5))

@@ -143,9 +143,10 @@ class VocalTractLengthPerturb(Augmentation):
 
 
 class PitchShift(Augmentation):
-    """Pitch shift that keeps duration and formants (torchaudio's phase vocoder, then resampling):
-    a shift drawn uniformly from ``semitones``, in quarter tones. With speed perturbation, which
-    moves pitch and formants together, it lets the two vary apart as they do between speakers."""
+    """Pitch shift that keeps duration and formants (a phase-vocoder stretch by torchaudio, then
+    resampling back to the original length): a shift drawn uniformly from ``semitones``. With speed
+    perturbation, which moves pitch and formants together, it lets the two vary apart as they do
+    between speakers."""
 
     stage = "input"
 
@@ -153,24 +154,35 @@ class PitchShift(Augmentation):
         semitones: tuple[float, float] = Field((-3.0, 3.0), description="the shift's range [low, high]")
         probability: float = Field(0.5, ge=0, le=1, description="share of examples shifted")
 
-    STEPS_PER_SEMITONE = 4  # quarter tones: torchaudio shifts by whole steps of an octave's division
+    # The frequency ratio is rounded to a multiple of 1/RATIO_STEPS (a fifth of a semitone near 1).
+    # torchaudio.functional.pitch_shift resamples between rates whose ratio is 2^(k/n); their
+    # greatest common divisor is tiny, so its polyphase kernel is huge (0.64 s per 2.5 s utterance
+    # at 8 kHz, measured). A ratio m/80 keeps the kernel at most ~80 phases long (under 1 ms).
+    RATIO_STEPS = 80
+    N_FFT, HOP = 256, 64
 
     def __init__(self, options: "PitchShift.Options", corpus_info: dict, **context):
         low, high = options.semitones
         if low > high:
             raise ValueError(f"pitch-shift: semitones must be [low, high] with low <= high, got [{low}, {high}]")
         self.o = options
-        self.sample_rate = int(corpus_info["sample_rate"])
+        self.window = torch.hann_window(self.N_FFT)
+        self.advance = torch.linspace(0, torch.pi * self.HOP, self.N_FFT // 2 + 1)[:, None]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = torch.as_tensor(x)
         # both draws always happen, so the generator's state after an example never depends on it
         shifted = float(torch.rand(1, generator=generator)) < self.o.probability
         low, high = self.o.semitones
-        steps = round((low + float(torch.rand(1, generator=generator)) * (high - low)) * self.STEPS_PER_SEMITONE)
-        if not shifted or steps == 0:
+        semitones = low + float(torch.rand(1, generator=generator)) * (high - low)
+        ratio = round(2.0 ** (semitones / 12) * self.RATIO_STEPS)  # new pitch / old, in 1/RATIO_STEPS
+        if not shifted or ratio == self.RATIO_STEPS:
             return x
-        n_fft = 256 if self.sample_rate <= 8000 else 512
-        out = torchaudio.functional.pitch_shift(x[None], self.sample_rate, steps,
-                                                bins_per_octave=12 * self.STEPS_PER_SEMITONE, n_fft=n_fft)[0]
-        return out[: x.shape[-1]]
+        # stretch by ratio (longer when shifting up), then resample back: pitch moves by ratio,
+        # duration stays, and the spectral envelope (formants) is kept by the vocoder
+        spec = torch.stft(x, self.N_FFT, self.HOP, window=self.window, return_complex=True)
+        spec = torchaudio.functional.phase_vocoder(spec, self.RATIO_STEPS / ratio, self.advance)
+        stretched = torch.istft(spec, self.N_FFT, self.HOP, window=self.window)
+        out = torchaudio.functional.resample(stretched, ratio, self.RATIO_STEPS)
+        out = out[: x.shape[-1]]
+        return torch.nn.functional.pad(out, (0, x.shape[-1] - out.shape[-1]))
