@@ -141,7 +141,10 @@ class Compression(ABC):
 
     * ``prepare(model)`` on the freshly built student, before the first training step (insert fake
       quantizers; prune before training). It returns the model to train.
-    * ``step(model, progress)`` after every step, ``progress`` in (0, 1] (a gradual schedule).
+    * ``step(model, progress)`` after every step, ``progress`` in (0, 1] (a gradual schedule). It
+      returns True when it replaced parameters (a pruning step shrank them): the optimizer is then
+      rebuilt over the new ones at the same point of its learning-rate schedule (Adam's moments
+      restart).
     * ``finish(model)`` after the last step: the model that is saved, evaluated and exported to the
       targets (fake quantizers stripped, so the int8 targets quantize weights that learned to live
       with int8; a one-shot pruning after distillation).
@@ -161,8 +164,9 @@ class Compression(ABC):
     def prepare(self, model: "Model") -> "Model":
         return model
 
-    def step(self, model: "Model", progress: float) -> None:
-        """After every training step."""
+    def step(self, model: "Model", progress: float) -> bool:
+        """After every training step; True when the model's parameters were replaced."""
+        return False
 
     def finish(self, model: "Model") -> "Model":
         return model

@@ -282,10 +282,10 @@ class Runner:
                compression: Compression | None = None):
         handle = self.progress.start(description, training.steps)
 
-        def on_step(step: int, _) -> None:
+        def on_step(step: int, _) -> bool:
             self.progress.update(handle, step)
-            if compression is not None:  # a gradual schedule (pruning) follows the training
-                compression.step(model, step / training.steps)
+            # a gradual schedule (pruning) follows the training; True: it replaced parameters
+            return compression is not None and bool(compression.step(model, step / training.steps))
 
         try:
             return train(model, loss, self.pipeline, self.corpus.train, training, seed, teacher=teacher,

@@ -68,6 +68,14 @@ def _epochs(examples, config, rng) -> Iterator[tuple[int, list[Example]]]:
         epoch += 1
 
 
+def _optimizer(model: Model, loss_fn: Loss, config: TrainingConfig, done: int):
+    """AdamW over what trains now, its learning rate ``done`` steps into the schedule."""
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + done, config))
+    return params, optimizer, scheduler
+
+
 def train(
     model: Model,
     loss_fn: Loss,
@@ -77,9 +85,12 @@ def train(
     seed: int,
     teacher: TeacherSource | None = None,
     copies: int | None = None,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, float], bool | None] | None = None,
 ) -> TrainingReport:
     """Train ``model`` (and any parameters of ``loss_fn``) for ``config.steps`` steps.
+
+    ``on_step(step, loss)`` returning True means it replaced the model's parameters (a gradual
+    pruning step): the optimizer is rebuilt over the new ones, at the same point of its schedule.
 
     ``copies`` set: epoch *e* uses the replayable augmented copy ``e % copies`` (cached teacher
     outputs exist for exactly those). ``copies`` None: fresh augmentation every step.
@@ -93,9 +104,7 @@ def train(
         seed_everything(seed)
         rng = random.Random(seed)
         generator = torch.Generator().manual_seed(seed)
-        params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+        params, optimizer, scheduler = _optimizer(model, loss_fn, config, done=0)
         model.train()
         loss_fn.train()
         history: list[tuple[int, float]] = []
@@ -125,8 +134,8 @@ def train(
             last = loss.item()
             running += last
             count += 1
-            if on_step:
-                on_step(step + 1, last)
+            if on_step and on_step(step + 1, last):
+                params, optimizer, scheduler = _optimizer(model, loss_fn, config, done=step + 1)
             if (step + 1) % 50 == 0 or step + 1 == config.steps:
                 history.append((step + 1, running / count))
                 running, count = 0.0, 0

@@ -119,6 +119,74 @@ def test_pruning_keeps_the_share_asked_for_and_restores_from_the_saved_weights()
         assert torch.equal(restored(x, lengths).output, pruned(x, lengths).output)
 
 
+def _prune(output_dim=12, **options):
+    from kdbench.interfaces import ModelSpec
+    from kdbench_standard.compressions import StructuredPruning
+
+    return StructuredPruning(StructuredPruning.Options(**options), model_spec=ModelSpec(24, output_dim))
+
+
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_gradual_pruning_shrinks_in_cubic_steps_and_ends_at_the_one_shot_shapes():
+    student = _student()
+    gradual = _prune(keep=0.6, schedule="gradual", events=4, until=0.5)
+    model = gradual.prepare(copy.deepcopy(student))
+    sizes, replaced = [sum(p.numel() for p in model.parameters())], []
+    for step in range(1, 11):  # 10 steps; 4 events by half of them, one at each quarter of 0.5 reached
+        replaced.append(gradual.step(model, step / 10))
+        sizes.append(sum(p.numel() for p in model.parameters()))
+    assert [i + 1 for i, r in enumerate(replaced) if r] == [2, 3, 4, 5]  # at progress 0.125, 0.25, 0.375, 0.5
+    drops = [a - b for a, b in zip(sizes, sizes[1:]) if a != b]
+    assert len(drops) == 4 and drops == sorted(drops, reverse=True)  # cubic: most early
+    finished = gradual.finish(model).eval()
+    one_shot = _prune(keep=0.6)
+    assert _shapes(finished) == _shapes(one_shot.finish(one_shot.prepare(copy.deepcopy(student))))
+    restored = one_shot.restore(_student(), finished.state_dict()).eval()
+    x, lengths = torch.randn(2, 40, 24), torch.tensor([40, 31])
+    with torch.no_grad():
+        assert torch.equal(restored(x, lengths).output, finished(x, lengths).output)
+
+
+def test_training_goes_on_with_the_parameters_a_pruning_step_made(fsdd_root, shared_cache):
+    """After a step that replaces parameters the optimizer must hold the new ones, or the pruned
+    student silently stops learning."""
+    from kdbench.interfaces import ModelSpec
+    from kdbench.pipeline import InputPipeline
+    from kdbench.suite import TrainingConfig
+    from kdbench.training import train
+    from kdbench_asr.data.fsdd import FsddConnectedDigits
+    from kdbench_asr.frontend import LogMel
+    from kdbench_asr.losses import CtcLoss
+    from kdbench_asr.models import ConformerCtc
+    from kdbench_asr.task import CtcAsr
+
+    corpus = FsddConnectedDigits(FsddConnectedDigits.Options(root=fsdd_root, train_utterances=16, test_utterances=4,
+                                                             max_digits=2), cache_dir=shared_cache).load()
+    task = CtcAsr(CtcAsr.Options())
+    task.setup(corpus)
+    torch.manual_seed(0)
+    model = ConformerCtc(ConformerCtc.Options(**CONFORMER["options"]), model_spec=ModelSpec(24, task.output_dim()))
+    prune = _prune(task.output_dim(), keep=0.6, schedule="gradual", events=2, until=0.5)
+    model = prune.prepare(model)
+    after_last_event = {}
+
+    def on_step(step, loss):
+        replaced = prune.step(model, step / 8)
+        if replaced and prune.gradual.current_step == 2:
+            after_last_event.update({k: v.clone() for k, v in model.state_dict().items()})
+        return replaced
+
+    train(model, CtcLoss(None), InputPipeline(task, LogMel(LogMel.Options(n_mels=24), corpus_info=corpus.info)),
+          corpus.train, TrainingConfig(steps=8, batch_size=4, lr=1e-2, warmup_steps=1), seed=0, on_step=on_step)
+    assert after_last_event  # pruned at step 4 of 8, then 4 more steps
+    changed = [k for k, v in model.state_dict().items() if k.endswith("weight") and not torch.equal(v, after_last_event[k])]
+    weights = [k for k in after_last_event if k.endswith("weight")]
+    assert len(changed) == len(weights)  # every pruned layer kept learning
+
+
 def test_a_pruned_student_is_fine_tuned_and_evaluated_at_its_new_size(fsdd_root, shared_cache, tmp_path):
     prune = {"name": "prune", "options": {"keep": 0.6, "fine_tune_steps": 2}}
     path = write_suite(tmp_path / "s.yaml", _suite(fsdd_root, compressions=[prune], targets=["cpu"]))

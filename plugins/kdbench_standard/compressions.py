@@ -91,18 +91,36 @@ class QuantizationAwareTraining(Compression):
         return model
 
 
+def _cubic(ratio: float, steps: int) -> list[float]:
+    """The channel share pruned after each of ``steps`` steps: ``ratio * (1 - (1 - k/steps)^3)``."""
+    return [ratio * (1 - (1 - k / steps) ** 3) for k in range(steps + 1)]
+
+
 class StructuredPruning(Compression):
-    """Structured pruning after distillation (torch-pruning): whole channels, hidden units and
-    attention head dimensions removed along the network's dependency graph (so every layer that
-    reads a removed channel loses it too), the smallest by L1 magnitude, until ``keep`` of the
-    parameters remain; then ``fine_tune_steps`` more steps of the run's own loss (KD included) at
+    """Structured pruning (torch-pruning): whole channels, hidden units and attention head
+    dimensions removed along the network's dependency graph (so every layer that reads a removed
+    channel loses it too), the smallest by L1 magnitude, until ``keep`` of the parameters remain;
+    then ``fine_tune_steps`` more steps of the run's own loss (KD included) at
     ``fine_tune_lr_scale`` times its learning rate. Kept: the model's output layer and the layers
-    feeding a GLU, whose halves must stay equal. Every prunable layer loses the same share of its
-    channels, so the shapes follow from ``keep`` and the architecture alone: ``restore`` prunes a
-    fresh student the same way and loads the saved weights into it."""
+    feeding a GLU, whose halves must stay equal.
+
+    ``schedule: one-shot`` prunes once, after distillation. ``gradual`` prunes during it, in
+    ``events`` steps spread evenly until ``until`` of the training, each to a share of the channels
+    on a cubic schedule (Zhu & Gupta 2017: most early, while the network can still recover; the
+    rest of the training recovers from the last); the channels counted from the dense student.
+
+    Every prunable layer loses the same share of its channels, so the final shapes follow from
+    ``keep`` and the architecture alone, one-shot or gradual (torch-pruning counts each step's
+    channels from the layer's initial width): ``restore`` prunes a fresh student once and loads the
+    saved weights into it."""
 
     class Options(Options):
         keep: float = Field(0.5, gt=0, lt=1, description="share of the student's parameters left after pruning")
+        schedule: Literal["one-shot", "gradual"] = Field(
+            "one-shot", description="prune once after distillation, or in steps during it")
+        events: int = Field(5, ge=1, description="gradual: how many pruning steps")
+        until: float = Field(0.7, gt=0, le=1, description="gradual: the share of training by which the last "
+                             "pruning step has happened")
         fine_tune_steps: int = Field(100, ge=0, description="steps of the run's loss after pruning")
         fine_tune_lr_scale: float = Field(0.1, gt=0, le=1, description="their peak learning rate, as a share of "
                                           "training.lr (no warm-up, cosine decay)")
@@ -117,8 +135,9 @@ class StructuredPruning(Compression):
         self.fine_tune_steps = options.fine_tune_steps
         self.fine_tune_lr_scale = options.fine_tune_lr_scale
         self.ratio: float | None = None
+        self.gradual = None  # the pruner that steps during training (schedule: gradual)
 
-    def _pruner(self, model: nn.Module, ratio: float):
+    def _pruner(self, model: nn.Module, ratio: float, steps: int = 1):
         import torch_pruning as tp
 
         frames = 64
@@ -131,6 +150,7 @@ class StructuredPruning(Compression):
         return tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
                                     pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads,
                                     prune_head_dims=True, prune_num_heads=False,
+                                    iterative_steps=steps, iterative_pruning_ratio_scheduler=_cubic,
                                     forward_fn=lambda m, inputs: m(*inputs).output)
 
     def _output_layer(self, model: nn.Module, example) -> nn.Module:
@@ -151,12 +171,11 @@ class StructuredPruning(Compression):
         return called[-1]
 
     def _pruned(self, model: nn.Module, ratio: float) -> nn.Module:
-        was_training = model.training
-        model.eval()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch-pruning's notes on layers it leaves alone
-            self._pruner(model, ratio).step()
-        return model.train(was_training)
+            warnings.simplefilter("ignore")
+            pruner = self._pruner(model, ratio)
+        self._step(model, pruner)
+        return model
 
     def _ratio(self, model: nn.Module) -> float:
         """The channel share whose pruning leaves ``keep`` of the parameters (bisection on copies)."""
@@ -184,9 +203,35 @@ class StructuredPruning(Compression):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.ratio = self._ratio(model)  # here, before anything trains: a student it cannot prune fails now
+        if self.o.schedule == "gradual":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.gradual = self._pruner(model, self.ratio, steps=self.o.events)
         return model
 
+    def step(self, model: nn.Module, progress: float) -> bool:
+        if self.gradual is None:
+            return False
+        due = min(self.o.events, int(progress / self.o.until * self.o.events + 1e-9))
+        if self.gradual.current_step >= due:
+            return False
+        while self.gradual.current_step < due:
+            self._step(model, self.gradual)
+        return True
+
+    def _step(self, model: nn.Module, pruner) -> None:
+        was_training = model.training
+        model.eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch-pruning's notes on layers it leaves alone
+            pruner.step()
+        model.train(was_training)
+
     def finish(self, model: nn.Module) -> nn.Module:
+        if self.gradual is not None:  # steps a short run skipped still happen: the shapes are keep's
+            while self.gradual.current_step < self.o.events:
+                self._step(model, self.gradual)
+            return model
         return self._pruned(model, self.ratio if self.ratio is not None else self._ratio(model))
 
     def restore(self, model: nn.Module, state: dict) -> nn.Module:
