@@ -61,7 +61,7 @@ def plan_student_runs(rs: ResolvedSuite) -> list[StudentRun]:
         if requires_teacher(loss) and not rs.teachers:
             raise SuiteError(f"{rs.path}: losses[{li}]: {loss.name!r} distills from a teacher, but the suite lists no teachers")
     for student in rs.students:
-        for compression in [None, *rs.compressions]:
+        for compression in [None, *(rs.compressions if student.ref.compress else [])]:
             for loss in rs.losses:
                 teachers = range(len(rs.teachers)) if requires_teacher(loss) else [None]
                 for t in teachers:

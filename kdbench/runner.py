@@ -142,6 +142,8 @@ class Runner:
         a student it cannot compress is one line here, not a failed row per run and target later."""
         for ci, compression in enumerate(self.rs.compressions):
             for si, student in enumerate(self.rs.students):
+                if not student.ref.compress:
+                    continue
                 try:
                     compression.build(model_spec=self.model_spec).prepare(student.build(model_spec=self.model_spec))
                 except ValueError as exc:

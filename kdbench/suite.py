@@ -67,6 +67,12 @@ class TeacherRef(ComponentRef):
                                       "task's own); its options are part of the teacher's cache key")
 
 
+class StudentRef(ComponentRef):
+    compress: bool = Field(True, description="crossed with the suite's compressions; false: this student runs "
+                           "dense only (a dense baseline of a compressed student's size, a recurrent student the "
+                           "compressions cannot handle)")
+
+
 class ReferenceRef(ComponentRef):
     checkpoint: Path | None = Field(None, description="local weights (torch.load weights_only); else used as built")
 
@@ -129,9 +135,10 @@ class Suite(_Strict):
     # evaluated as they are, never trained or distilled from: the unprocessed input, a
     # pretrained system, ... (their rows put the teachers and students in context)
     references: list[ReferenceRef] = Field(default_factory=list)
-    students: list[ComponentRef] = Field(min_length=1)
+    students: list[StudentRef] = Field(min_length=1)
     losses: list[ComponentRef] = Field(min_length=1)
-    # crossed with the students (each student also runs without): quantization-aware training, pruning
+    # crossed with the students (each student also runs without; `compress: false` on a student
+    # keeps it dense only): quantization-aware training, pruning
     compressions: list[ComponentRef] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

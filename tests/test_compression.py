@@ -83,6 +83,20 @@ def test_compressions_are_crossed_with_every_student_and_the_dense_one_stays(fsd
     assert len(keys) == len(runs)
 
 
+def test_a_student_marked_compress_false_runs_dense_only_and_is_not_checked(fsdd_root, shared_cache, tmp_path):
+    gru = {**GRU, "compress": False}  # qat refuses a recurrent student: here it is never asked to take one
+    suite = _suite(fsdd_root, students=[CONFORMER, gru], targets=["cpu"])
+    rs = load_suite(write_suite(tmp_path / "s.yaml", suite), get_registry())
+    assert sorted({r.label for r in plan_student_runs(rs)}) == ["conformer-ctc", "conformer-ctc+qat", "gru-ctc"]
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "s.yaml"), "--no-tracking", "--results-dir",
+                                       str(tmp_path / "r"), "--cache-dir", str(shared_cache)])
+    assert result.exit_code == 0, result.output  # without the flag: "compressions[0] (qat) on students[1] ..."
+    dense_gru = plan_student_runs(load_suite(write_suite(tmp_path / "d.yaml", _suite(
+        fsdd_root, students=[CONFORMER, GRU])), get_registry()))
+    # the flag is not part of what the student is: its dense runs keep their cache keys
+    assert {r.key({}, {0: "t"}, {}) for r in plan_student_runs(rs)} <= {r.key({}, {0: "t"}, {}) for r in dense_gru}
+
+
 def test_a_qat_student_is_a_row_of_its_own_on_the_int8_target(fsdd_root, shared_cache, tmp_path):
     path = write_suite(tmp_path / "s.yaml", _suite(fsdd_root))
     result = CliRunner().invoke(main, ["run", str(path), "--no-tracking", "--results-dir", str(tmp_path / "r"),
