@@ -554,23 +554,39 @@ def compare(suite, baseline_path, report, allow_missing, require_comparable, tra
           require_comparable)
 
 
+def _vary(ctx, param, value):
+    if value is None:
+        return None
+    key, _, values = value.partition("=")
+    pair = values.split(",")
+    if not key or len(pair) != 2 or not all(pair):
+        raise click.BadParameter(f"{value!r}: want KEY=A,B, such as model=conformer-62k,conformer-120k+prune50")
+    return key, pair[0], pair[1]
+
+
 @main.command()
 @click.argument("base")
-@click.argument("other")
+@click.argument("other", required=False)
 @click.option("--fold", "folds", multiple=True, help="Only this fold (repeatable; default: every fold both finished).")
+@click.option("--vary", callback=_vary, metavar="KEY=A,B",
+              help="BASE's rows whose KEY (role, model, teacher, loss, target) is A against OTHER's whose KEY is B, "
+                   "paired on the rest; OTHER defaults to BASE (two rows of one suite).")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Where both suites' results are (results/<suite>/ or results/<suite>.<fold>/).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table here (Markdown).")
 @_handle_errors
-def contrast(base, other, folds, results_dir, out):
+def contrast(base, other, folds, vary, results_dir, out):
     """How suite OTHER's rows differ from suite BASE's on the same test utterances (another training
     recipe, say), fold by fold and over all folds: the gain on the primary metric with a paired
     bootstrap CI, clustered over speakers across folds. Suites are named as in results/ (or by
-    their files)."""
+    their files). With --vary, two kinds of row, of one suite or two: a pruned student against a
+    dense one of its size (--vary model=...), int8 against fp32 (--vary target=cpu,cpu-int8)."""
     from kdbench.folds import contrast as contrast_suites, contrast_markdown
 
-    names = [_suite_ref(n, None, None)[0] for n in (base, other)]  # a suite file, or a bare name
-    text = contrast_markdown(contrast_suites(results_dir, *names, folds))
+    if other is None and vary is None:
+        raise click.UsageError("name OTHER, or --vary KEY=A,B to set two kinds of row of BASE against each other")
+    names = [_suite_ref(n, None, None)[0] for n in (base, other or base)]  # a suite file, or a bare name
+    text = contrast_markdown(contrast_suites(results_dir, *names, folds, vary=vary))
     console.print(text, highlight=False, soft_wrap=True, markup=False)
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")

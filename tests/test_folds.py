@@ -151,6 +151,32 @@ def test_contrast_sets_two_recipes_side_by_side_fold_by_fold(two_folds, fsdd_roo
     assert not math.isnan(gain)
 
 
+def test_contrast_vary_sets_two_kinds_of_row_of_one_suite_against_each_other(two_folds):
+    tmp_path, _ = two_folds
+    results, out = tmp_path / "results", tmp_path / "vary.md"
+    result = CliRunner().invoke(main, ["contrast", "loso", "--vary", "loss=ctc,ctc-kd", "--results-dir", str(results),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("loso (loss ctc-kd) vs loso (loss ctc)")
+    header = [c.strip(" |") for c in next(line for line in lines if line.startswith("| role")).split(" | ")]
+    table = [line.split(" | ") for line in lines if line.startswith("| student")]
+    assert len(table) == 1 and "ctc -> ctc-kd" in table[0][header.index("loss")]
+    board = json.loads((results / "loso" / "folds.json").read_text())
+    kd = next(r for r in board["rows"] if r["loss"] == "ctc-kd")
+    for fold in FOLDS:  # the same gain the fold summary gives KD over the student without it
+        assert float(table[0][header.index(fold)].split()[0]) == pytest.approx(
+            _primary(results / f"loso.{fold}", "student", "gru-ctc", "ctc")
+            - _primary(results / f"loso.{fold}", "student", "gru-ctc", "ctc-kd"), abs=0.006)
+    assert float(table[0][header.index("all")].split()[0]) == pytest.approx(kd["KD gain"], abs=0.006)
+    for args, expected in [(["--vary", "loss=ctc,ctc-kdd"], "suite 'loso': unknown loss 'ctc-kdd'; did you mean 'ctc-kd' or 'ctc'? available: ctc, ctc-kd"),
+                           (["--vary", "speaker=a,b"], "--vary speaker: not a row column"),
+                           (["--vary", "loss=ctc"], "want KEY=A,B"),
+                           ([], "name OTHER, or --vary")]:
+        result = CliRunner().invoke(main, ["contrast", "loso", *args, "--results-dir", str(results)])
+        assert result.exit_code == 2 and expected in result.output, result.output
+
+
 def test_the_mlflow_leaderboard_of_a_suite_with_folds_holds_every_folds_rows(fsdd_root, shared_cache, tmp_path):
     suite = _suite(fsdd_root, name="board", references=[], losses=["ctc"], metrics=["wer"])
     path = write_suite(tmp_path / "board.yaml", suite)
