@@ -554,23 +554,24 @@ def compare(suite, baseline_path, report, allow_missing, require_comparable, tra
           require_comparable)
 
 
-def _vary(ctx, param, value):
-    if value is None:
-        return None
-    key, _, values = value.partition("=")
-    pair = values.split(",")
-    if not key or len(pair) != 2 or not all(pair):
-        raise click.BadParameter(f"{value!r}: want KEY=A,B, such as model=conformer-62k,conformer-120k+prune50")
-    return key, pair[0], pair[1]
+def _vary(ctx, param, values):
+    out = []
+    for value in values:
+        key, _, pair = value.partition("=")
+        pair = pair.split(",")
+        if not key or len(pair) != 2 or not all(pair):
+            raise click.BadParameter(f"{value!r}: want KEY=A,B, such as model=conformer-62k,conformer-120k+prune50")
+        out.append((key, pair[0], pair[1]))
+    return out
 
 
 @main.command()
 @click.argument("base")
 @click.argument("other", required=False)
 @click.option("--fold", "folds", multiple=True, help="Only this fold (repeatable; default: every fold both finished).")
-@click.option("--vary", callback=_vary, metavar="KEY=A,B",
+@click.option("--vary", callback=_vary, metavar="KEY=A,B", multiple=True,
               help="BASE's rows whose KEY (role, model, teacher, loss, target) is A against OTHER's whose KEY is B, "
-                   "paired on the rest; OTHER defaults to BASE (two rows of one suite).")
+                   "paired on the rest (repeatable: several columns at once); OTHER defaults to BASE.")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Where both suites' results are (results/<suite>/ or results/<suite>.<fold>/).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table here (Markdown).")
@@ -583,7 +584,7 @@ def contrast(base, other, folds, vary, results_dir, out):
     dense one of its size (--vary model=...), int8 against fp32 (--vary target=cpu,cpu-int8)."""
     from kdbench.folds import contrast as contrast_suites, contrast_markdown
 
-    if other is None and vary is None:
+    if other is None and not vary:
         raise click.UsageError("name OTHER, or --vary KEY=A,B to set two kinds of row of BASE against each other")
     names = [_suite_ref(n, None, None)[0] for n in (base, other or base)]  # a suite file, or a bare name
     text = contrast_markdown(contrast_suites(results_dir, *names, folds, vary=vary))

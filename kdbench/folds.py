@@ -290,36 +290,36 @@ def _varied(found: dict[str, tuple[Any, dict]], key: str, value: str, shown: str
 
 
 def _fill_blank(side: dict[str, tuple[Any, dict]], against: dict[str, tuple[Any, dict]],
-                key: str) -> dict[str, tuple[Any, dict]]:
+                keys: Sequence[str]) -> dict[str, tuple[Any, dict]]:
     """A column blank on every row of ``side`` and holding one value on ``against`` takes that
     value, so that a student without KD (no teacher) pairs with its KD run (one teacher)."""
     out = {}
     for fold, (frame, board) in side.items():
         for column in KEYS:
             theirs = {str(v) for f, _ in against.values() for v in f[column]}
-            if column != key and set(frame[column].astype(str)) == {""} and len(theirs) == 1 and "" not in theirs:
+            if column not in keys and set(frame[column].astype(str)) == {""} and len(theirs) == 1 and "" not in theirs:
                 frame = frame.assign(**{column: theirs.pop()})
         out[fold] = (frame, board)
     return out
 
 
 def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = (), *,
-             vary: tuple[str, str, str] | None = None, resamples: int = 2000) -> Contrast:
+             vary: Sequence[tuple[str, str, str]] = (), resamples: int = 2000) -> Contrast:
     """How suite ``other`` differs from suite ``base`` (the same test utterances, another recipe)
     on the primary metric, row by row: on each fold a paired bootstrap over its utterances, and
     over all folds together one clustered over speakers. Positive = ``other`` is better.
 
-    ``vary=(key, a, b)``: the rows of ``base`` whose ``key`` (a column of KEYS) is ``a`` against
-    those of ``other`` whose ``key`` is ``b``, paired on the other columns: two rows of one suite
-    (a pruned student against a dense one of its size; the int8 target against fp32)."""
+    ``vary=[(key, a, b), ...]``: the rows of ``base`` whose ``key`` (a column of KEYS) is ``a``
+    against those of ``other`` whose ``key`` is ``b``, paired on the other columns: two rows of one
+    suite (a pruned student against a dense one of its size; the int8 target against fp32; both
+    at once: a QAT student on int8 against the dense one on fp32)."""
     from kdbench.statistics import Scores, paired_bootstrap
 
     a, b = _finished(results_dir, base), _finished(results_dir, other)
     for name, found in ((base, a), (other, b)):
         if not found:
             raise SuiteError(f"no finished results of suite {name!r} in {results_dir}/ ({name}/ or {name}.<fold>/)")
-    if vary is not None:
-        key, x, y = vary
+    for key, x, y in vary:
         if key not in KEYS:
             raise SuiteError(f"--vary {key}: not a row column; one of {', '.join(KEYS)}")
         for side, value, name in ((a, x, base), (b, y, other)):
@@ -328,8 +328,11 @@ def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = ()
                 from kdbench.suggest import unknown_name_message
 
                 raise SuiteError(f"--vary {key}={x},{y}: suite {name!r}: {unknown_name_message(key, value, have)}")
+    for key, x, y in vary:  # every value checked above on the whole suite, then the rows narrowed
         a, b = _varied(a, key, x, f"{x} -> {y}"), _varied(b, key, y, f"{x} -> {y}")
-        a, b = _fill_blank(a, b, key), _fill_blank(b, a, key)
+    if vary:
+        varied = [key for key, _, _ in vary]
+        a, b = _fill_blank(a, b, varied), _fill_blank(b, a, varied)
     common = [f for f in a if f in b and (not folds or f in folds)]
     missing = [f for f in folds if f not in common]
     if missing or not common:
@@ -371,11 +374,14 @@ def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = ()
             row["all gain"] = math.nan if ci is None else sign * ci.estimate + 0.0
             row["all over"] = "" if ci is None else (f"{ci.groups} speakers" if ci.clustered else "utterances")
         rows.append(row)
-    if vary is not None and not rows:
-        raise SuiteError(f"--vary {vary[0]}={vary[1]},{vary[2]}: no rows of the two agree on "
-                         f"{', '.join(k for k in KEYS if k != vary[0])}")
-    if vary is not None:  # the title names the rows set against each other
-        base, other = f"{base} ({vary[0]} {vary[1]})", f"{other} ({vary[0]} {vary[2]})"
+    if vary:
+        varied = [key for key, _, _ in vary]
+        if not rows:
+            raise SuiteError(f"--vary {' --vary '.join(f'{k}={x},{y}' for k, x, y in vary)}: no rows of the two "
+                             f"agree on {', '.join(k for k in KEYS if k not in varied)}")
+        # the title names the rows set against each other
+        base = f"{base} ({', '.join(f'{k} {x}' for k, x, _ in vary)})"
+        other = f"{other} ({', '.join(f'{k} {y}' for k, _, y in vary)})"
     return Contrast(base, other, primary, hib, common, rows)
 
 

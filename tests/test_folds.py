@@ -172,6 +172,8 @@ def test_contrast_vary_sets_two_kinds_of_row_of_one_suite_against_each_other(two
     for args, expected in [(["--vary", "loss=ctc,ctc-kdd"], "suite 'loso': unknown loss 'ctc-kdd'; did you mean 'ctc-kd' or 'ctc'? available: ctc, ctc-kd"),
                            (["--vary", "speaker=a,b"], "--vary speaker: not a row column"),
                            (["--vary", "loss=ctc"], "want KEY=A,B"),
+                           (["--vary", "loss=ctc,ctc-kd", "--vary", "model=gru-ctc,conformer-ctc"],
+                            "no rows of the two agree on role, teacher, target"),
                            ([], "name OTHER, or --vary")]:
         result = CliRunner().invoke(main, ["contrast", "loso", *args, "--results-dir", str(results)])
         assert result.exit_code == 2 and expected in result.output, result.output
