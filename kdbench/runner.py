@@ -137,6 +137,10 @@ class Runner:
         self.targets = [(t, t.build()) for t in rs.targets]
         self._check_compressions()
 
+    def _compression(self, resolved: Resolved) -> Compression:
+        # the front end: what one utterance of features looks like (a pruner traces the model on it)
+        return resolved.build(model_spec=self.model_spec, frontend=self.frontend)
+
     def _check_compressions(self) -> None:
         """Every compression prepared on every student it is crossed with, before anything trains:
         a student it cannot compress is one line here, not a failed row per run and target later."""
@@ -145,7 +149,7 @@ class Runner:
                 if not student.ref.compress:
                     continue
                 try:
-                    compression.build(model_spec=self.model_spec).prepare(student.build(model_spec=self.model_spec))
+                    self._compression(compression).prepare(student.build(model_spec=self.model_spec))
                 except ValueError as exc:
                     raise SuiteError(f"{self.rs.path}: {compression.path} ({compression.label}) on students[{si}] "
                                      f"({student.label}): {_one_line(exc)}") from None
@@ -373,7 +377,7 @@ class Runner:
             # not whatever this process ran before: a cached teacher or a fresh one
             seed_everything(run.seed)
             model: Model = run.student.build(model_spec=self.model_spec)
-            compression = run.compression.build(model_spec=self.model_spec) if run.compression else None
+            compression = self._compression(run.compression) if run.compression else None
             record = None if self.force else self.store.load_training(key)
             state = self.store.load_checkpoint(key) if record is not None else None  # unreadable: retrained
             if state is not None and not _restores(compression, model, state):
@@ -427,7 +431,7 @@ class Runner:
             raise RuntimeError(f"no checkpoint of run {key} in {self.store.suite_dir}: "
                                "does every node see the results folder?")
         if run.compression is not None:  # a pruned student has other shapes than its options build
-            return run.compression.build(model_spec=self.model_spec).restore(model, state).eval()
+            return self._compression(run.compression).restore(model, state).eval()
         model.load_state_dict(state)
         return model.eval()
 

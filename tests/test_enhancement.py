@@ -18,7 +18,7 @@ from kdbench.interfaces import Evaluation, Example, ModelSpec
 from kdbench.plugins import get_registry
 from kdbench_enhance.losses import si_sdr as si_sdr_torch
 from kdbench_enhance.metrics import score_all
-from kdbench_enhance.models import ConvTasNetEnhancer, StftMaskGru
+from kdbench_enhance.models import ConvTasNetEnhancer, StftMaskGru, StftMaskMlp
 from kdbench_enhance.noise import mix
 from kdbench_enhance.scoring import si_sdr
 
@@ -105,13 +105,14 @@ def test_scoring_in_two_processes_gives_the_same_numbers(speech):
         assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9)
 
 
-@pytest.mark.parametrize("model", ["convtasnet", "stft-mask-gru", "stft-mask-bigru"])
+@pytest.mark.parametrize("model", ["convtasnet", "stft-mask-gru", "stft-mask-bigru", "stft-mask-mlp"])
 def test_outputs_do_not_depend_on_batch_mates(model, speech):
     spec = ModelSpec(1, 1, {"sample_rate": SR})
     torch.manual_seed(0)
     net = (ConvTasNetEnhancer(ConvTasNetEnhancer.Options(enc_num_feats=16, msk_num_feats=8, msk_num_hidden_feats=16,
                                                          msk_num_layers=2, msk_num_stacks=1), spec)
            if model == "convtasnet"
+           else StftMaskMlp(StftMaskMlp.Options(hidden=8), spec) if model == "stft-mask-mlp"
            else StftMaskGru(StftMaskGru.Options(hidden=8, bidirectional=model.endswith("bigru")), spec)).eval()
     waves = [torch.from_numpy(s) for s in speech]
     lengths = torch.tensor([len(w) for w in waves])
@@ -223,6 +224,36 @@ def test_stft_enhancer_runs_on_onnxruntime_and_scores_as_in_pytorch(tmp_path, fs
     for column in ("test-unseen/si_sdr", "test-seen/pesq_nb"):
         assert rows.loc["onnxruntime", column] == pytest.approx(rows.loc["cpu", column], abs=0.01), column
     assert rows.loc["onnxruntime", "size_mb"] != rows.loc["cpu", "size_mb"]  # the .onnx file is what is sized
+
+
+def test_an_all_linear_enhancer_is_pruned_and_trained_for_int8_and_scored_on_the_int8_targets(
+        tmp_path, fsdd_root, shared_cache):
+    """Issue 15: the enhancement suite gets pruning and QAT. The GRU student is out of their reach
+    (compress: false keeps it dense); the feed-forward mask student takes both."""
+    mlp = {"name": "stft-mask-mlp", "options": {"hidden": 32}}  # wide enough that half is a few channels
+    teacher = {"name": "stft-mask-gru", "options": {"hidden": 8, "bidirectional": True},
+               "training": {"steps": 3, "batch_size": 8}}
+    suite = enhancement_suite(fsdd_root, teachers=[teacher],
+                              students=[mlp, {"name": "stft-mask-gru", "options": {"hidden": 8}, "compress": False}],
+                              compressions=[{"name": "prune", "options": {"keep": 0.5, "fine_tune_steps": 2}}, "qat"],
+                              losses=["si-sdr", "si-sdr-kd"], targets=["cpu", "cpu-int8", "onnxruntime-int8"],
+                              metrics=["si-sdr", "pesq", "params"])
+    path = write_suite(tmp_path / "enh.yaml", suite)
+    result = CliRunner().invoke(main, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                       str(shared_cache), "--no-tracking"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "r" / "tiny-enh" / "rows.csv", keep_default_na=False)
+    students = rows[rows["role"] == "student"]
+    assert sorted(set(students["model"])) == ["stft-mask-gru", "stft-mask-mlp", "stft-mask-mlp+prune",
+                                              "stft-mask-mlp+qat"]
+    assert set(students["status"]) == {"ok"}
+    for model in ("stft-mask-mlp+prune", "stft-mask-mlp+qat", "stft-mask-gru"):
+        on = students[(students["model"] == model) & (students["loss"] == "si-sdr-kd")].set_index("target")
+        assert sorted(on.index) == ["cpu", "cpu-int8", "onnxruntime-int8"]
+        assert all(isinstance(v, float) for v in on["test-unseen/pesq_nb"]), model
+    params = students[students["target"] == "cpu"].groupby("model")["params"].first()
+    assert params["stft-mask-mlp+prune"] / params["stft-mask-mlp"] == pytest.approx(0.5, abs=0.05)
+    assert params["stft-mask-mlp+qat"] == params["stft-mask-mlp"]
 
 
 @pytest.mark.parametrize("n_fft,hop", [(256, 64), (512, 128)])

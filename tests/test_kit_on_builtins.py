@@ -33,6 +33,8 @@ OPTIONS = {
                                  "msk_num_layers": 2, "msk_num_stacks": 1},
     ("students", "stft-mask-gru"): {"hidden": 8},
     ("teachers", "stft-mask-gru"): {"hidden": 8, "bidirectional": True},
+    ("students", "stft-mask-mlp"): {"hidden": 8},
+    ("teachers", "stft-mask-mlp"): {"hidden": 8},
     ("losses", "ctc-kd"): {"alpha": 0.7},
     ("teachers", "tacotron2"): {"encoder_dim": 16, "attention_rnn_dim": 16, "decoder_rnn_dim": 16, "prenet_dim": 8,
                                 "attention_hidden_dim": 8, "postnet_dim": 8, "postnet_convolutions": 2,

@@ -397,7 +397,7 @@ def check_compression(component: Any, options: Options | dict | None = None, *, 
     evaluation reads it back. ``student``: a stand-in the compression can handle (default: the
     task's stand-in student)."""
     ck, bench = _setup("compressions", component, bench, registry, plugin)
-    compression = _build(ck, _options(ck, options), model_spec=bench.model_spec)
+    compression = _build(ck, _options(ck, options), model_spec=bench.model_spec, frontend=bench.frontend)
     ck.require(isinstance(compression, Compression), f"its factory returned {type(compression).__name__}; it must "
                                                      "return a kdbench.interfaces.Compression")
     fresh = (lambda: bench.student()) if student is None else (lambda: _copy_module(student))

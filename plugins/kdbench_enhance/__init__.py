@@ -31,10 +31,12 @@ def register_frontends(register):
 
 
 def _models(register):
-    from kdbench_enhance.models import ConvTasNetEnhancer, Passthrough, StftMaskGru
+    from kdbench_enhance.models import ConvTasNetEnhancer, Passthrough, StftMaskGru, StftMaskMlp
 
     register("convtasnet", ConvTasNetEnhancer, summary="torchaudio ConvTasNet, one source")
     register("stft-mask-gru", StftMaskGru, summary="STFT magnitude -> causal GRU -> mask (real-time)")
+    register("stft-mask-mlp", StftMaskMlp, summary="STFT magnitude of a causal frame window -> linear layers -> mask "
+             "(real-time; QAT and pruning reach it)")
     register("passthrough", Passthrough, summary="the unprocessed input (a reference row)")
 
 

@@ -1,7 +1,7 @@
 """Enhancement models: ``(batch, samples, 1)`` noisy waveform -> enhanced waveform, with named
 hidden states (``encoder``: (batch, frames, dim)) for hint losses.
 
-Both run each utterance at its own length, so an output never depends on batch-mates
+All run each utterance at its own length, so an output never depends on batch-mates
 (ConvTasNet's global layer norm would otherwise normalise over the padding), which is what
 makes cached teacher outputs equal what the teacher says inside any batch.
 """
@@ -63,30 +63,19 @@ class ConvTasNetEnhancer(Model):
         return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": _pad_frames(encoded)})
 
 
-class StftMaskGru(Model):
-    """STFT magnitude -> GRU -> sigmoid mask on the complex STFT -> inverse STFT. Window 32 ms,
-    hop 8 ms at any sample rate. Unidirectional it is a real-time enhancer (a student);
-    bidirectional it hears the whole utterance (a teacher that trains fast on CPU)."""
+class _StftMasker(Model):
+    """STFT magnitude -> a mask estimator (a subclass's ``_masks``) -> sigmoid mask on the complex
+    STFT -> inverse STFT. Window 32 ms, hop 8 ms at any sample rate; the STFT is fixed
+    convolutions (``ConvStft``), so the whole enhancer exports to ONNX."""
 
-    class Options(Options):
-        hidden: int = Field(64, ge=4)
-        layers: int = Field(1, ge=1)
-        bidirectional: bool = Field(False, description="hear the whole utterance (not real time)")
-        window_ms: float = Field(32.0, gt=0)
-        hop_ms: float = Field(8.0, gt=0)
+    def _stft(self, sample_rate: int, window_ms: float, hop_ms: float) -> int:
+        n_fft = 1 << (int(sample_rate * window_ms / 1000) - 1).bit_length()
+        self.stft = ConvStft(n_fft, max(1, int(sample_rate * hop_ms / 1000)))  # exportable to ONNX
+        return n_fft // 2 + 1
 
-    def __init__(self, options: "StftMaskGru.Options", model_spec: ModelSpec, **context):
-        super().__init__()
-        sr = int(model_spec.extras.get("sample_rate", 16000))
-        n_fft = 1 << (int(sr * options.window_ms / 1000) - 1).bit_length()
-        self.stft = ConvStft(n_fft, max(1, int(sr * options.hop_ms / 1000)))  # exportable to ONNX
-        bins = n_fft // 2 + 1
-        self.inp = nn.Linear(bins, options.hidden)
-        self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True,
-                          bidirectional=options.bidirectional)
-        out_dim = options.hidden * (2 if options.bidirectional else 1)
-        self.mask = nn.Linear(out_dim, bins)
-        self.hidden_dims = {"encoder": out_dim}
+    def _masks(self, x: torch.Tensor, frames: torch.Tensor, several: bool) -> torch.Tensor:
+        """``(batch, frames, bins)`` log-magnitudes -> ``(batch, frames, hidden)`` mask features."""
+        raise NotImplementedError
 
     def forward(self, features, lengths) -> ModelOutput:
         if features.shape[0] == 1:
@@ -100,14 +89,7 @@ class StftMaskGru(Model):
         frames = torch.tensor([re.shape[0] for re, _ in specs])
         real, imag = _pad_frames([re for re, _ in specs]), _pad_frames([im for _, im in specs])
         magnitude = torch.sqrt(real ** 2 + imag ** 2 + 1e-10)  # + eps: a finite gradient on padding
-        x = torch.relu(self.inp(torch.log1p(magnitude)))
-        if self.gru.bidirectional and len(specs) > 1 and int(frames.min()) < real.shape[1]:
-            # packed, so the backward direction starts at each utterance's own end, not in padding
-            packed = nn.utils.rnn.pack_padded_sequence(x, frames, batch_first=True, enforce_sorted=False)
-            hidden, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True,
-                                                         total_length=real.shape[1])
-        else:  # unidirectional: padding after an utterance never reaches its frames
-            hidden, _ = self.gru(x)
+        hidden = self._masks(torch.log1p(magnitude), frames, len(specs) > 1 and int(frames.min()) < real.shape[1])
         mask = torch.sigmoid(self.mask(hidden))
         if len(specs) == 1:
             outs = [self.stft.inverse(real[0] * mask[0], imag[0] * mask[0], sizes[0])]
@@ -118,6 +100,69 @@ class StftMaskGru(Model):
         # its own valid frames, so hint losses and the teacher-output cache read no padding
         return ModelOutput(_pad_frames(outs).unsqueeze(-1), lengths, {"encoder": hidden},
                            hidden_lengths={"encoder": frames})
+
+
+class StftMaskGru(_StftMasker):
+    """STFT magnitude -> GRU -> mask. Unidirectional it is a real-time enhancer (a student);
+    bidirectional it hears the whole utterance (a teacher that trains fast on CPU)."""
+
+    class Options(Options):
+        hidden: int = Field(64, ge=4)
+        layers: int = Field(1, ge=1)
+        bidirectional: bool = Field(False, description="hear the whole utterance (not real time)")
+        window_ms: float = Field(32.0, gt=0)
+        hop_ms: float = Field(8.0, gt=0)
+
+    def __init__(self, options: "StftMaskGru.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        bins = self._stft(int(model_spec.extras.get("sample_rate", 16000)), options.window_ms, options.hop_ms)
+        self.inp = nn.Linear(bins, options.hidden)
+        self.gru = nn.GRU(options.hidden, options.hidden, num_layers=options.layers, batch_first=True,
+                          bidirectional=options.bidirectional)
+        out_dim = options.hidden * (2 if options.bidirectional else 1)
+        self.mask = nn.Linear(out_dim, bins)
+        self.hidden_dims = {"encoder": out_dim}
+
+    def _masks(self, x, frames, several):
+        x = torch.relu(self.inp(x))
+        if self.gru.bidirectional and several:
+            # packed, so the backward direction starts at each utterance's own end, not in padding
+            packed = nn.utils.rnn.pack_padded_sequence(x, frames, batch_first=True, enforce_sorted=False)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True,
+                                                         total_length=x.shape[1])
+            return hidden
+        return self.gru(x)[0]  # unidirectional: padding after an utterance never reaches its frames
+
+
+class StftMaskMlp(_StftMasker):
+    """STFT magnitude of the current and ``context`` past frames -> a feed-forward network -> mask:
+    causal and real-time like the GRU student, but made of linear layers only, the layers
+    quantization-aware training and the int8 targets quantize and structured pruning thins (the
+    GRU student is out of reach of both)."""
+
+    class Options(Options):
+        hidden: int = Field(64, ge=4)
+        layers: int = Field(2, ge=1, description="hidden layers")
+        context: int = Field(3, ge=0, description="past frames heard besides the current one")
+        window_ms: float = Field(32.0, gt=0)
+        hop_ms: float = Field(8.0, gt=0)
+
+    def __init__(self, options: "StftMaskMlp.Options", model_spec: ModelSpec, **context):
+        super().__init__()
+        bins = self._stft(int(model_spec.extras.get("sample_rate", 16000)), options.window_ms, options.hop_ms)
+        self.context = options.context
+        widths = [bins * (options.context + 1)] + [options.hidden] * options.layers
+        self.net = nn.Sequential(*[layer for i in range(options.layers)
+                                   for layer in (nn.Linear(widths[i], widths[i + 1]), nn.ReLU())])
+        self.mask = nn.Linear(options.hidden, bins)
+        self.hidden_dims = {"encoder": options.hidden}
+
+    def _masks(self, x, frames, several):
+        # frames t-context .. t side by side, zeros before the start: shifted copies, which ONNX exports
+        padded = nn.functional.pad(x, (0, 0, self.context, 0))
+        steps = x.shape[1]
+        window = torch.cat([padded[:, i:i + steps] for i in range(self.context + 1)], dim=-1)
+        return self.net(window)
 
 
 class Passthrough(Model):

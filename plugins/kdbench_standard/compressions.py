@@ -128,10 +128,14 @@ class StructuredPruning(Compression):
     #: a channel count is never pruned below this share: pruning more removes whole layers' worth
     MAX_RATIO = 0.9
 
-    def __init__(self, options: "StructuredPruning.Options", model_spec, **context):
+    def __init__(self, options: "StructuredPruning.Options", model_spec, frontend=None, **context):
         self.o = options
-        self.input_dim = int(model_spec.input_dim)
-        self.output_dim = int(model_spec.output_dim)
+        # one utterance of features to trace the dependency graph on: the front end's own example
+        # (an STFT enhancer needs thousands of samples, a log-mel model a few frames)
+        if frontend is not None and hasattr(frontend, "example_features"):
+            self.example = frontend.example_features(max(frontend.export_lengths))
+        else:
+            self.example = torch.randn(1, 64, int(model_spec.input_dim))
         self.fine_tune_steps = options.fine_tune_steps
         self.fine_tune_lr_scale = options.fine_tune_lr_scale
         self.ratio: float | None = None
@@ -140,8 +144,7 @@ class StructuredPruning(Compression):
     def _pruner(self, model: nn.Module, ratio: float, steps: int = 1):
         import torch_pruning as tp
 
-        frames = 64
-        example = (torch.randn(1, frames, self.input_dim), torch.tensor([frames]))
+        example = (self.example, torch.tensor([self.example.shape[1]]))
         ignored = [self._output_layer(model, example)]
         for parent in model.modules():  # a GLU halves its input: the layer before it keeps its width
             children = list(parent.children())
@@ -154,11 +157,12 @@ class StructuredPruning(Compression):
                                     forward_fn=lambda m, inputs: m(*inputs).output)
 
     def _output_layer(self, model: nn.Module, example) -> nn.Module:
-        """The last layer run with ``output_dim`` channels: its outputs are the model's (class
-        scores, mel bins), whose number is the task's, not the student's to choose."""
+        """The last linear or convolutional layer the forward pass runs: its outputs are the
+        model's (class scores, mel bins, an enhancer's mask over the STFT bins), whose number is
+        the task's, not the student's to choose."""
         called: list[nn.Module] = []
         hooks = [m.register_forward_hook(lambda m, i, o: called.append(m)) for m in model.modules()
-                 if getattr(m, "out_features", getattr(m, "out_channels", None)) == self.output_dim]
+                 if hasattr(m, "out_features") or hasattr(m, "out_channels")]
         try:
             with torch.no_grad():
                 model(*example)
@@ -166,8 +170,8 @@ class StructuredPruning(Compression):
             for hook in hooks:
                 hook.remove()
         if not called:
-            raise ValueError(f"prune: no layer of {type(model).__name__} has the {self.output_dim} outputs of the "
-                             "task, so the output layer cannot be kept out of pruning")
+            raise ValueError(f"prune: {type(model).__name__} runs no linear or convolutional layer, so it has "
+                             "nothing to prune and no output layer to keep")
         return called[-1]
 
     def _pruned(self, model: nn.Module, ratio: float) -> nn.Module:
