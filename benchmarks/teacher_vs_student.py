@@ -16,41 +16,23 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import kdbench  # noqa: F401  first: it sets OpenMP's wait policy, which torch reads once when it loads
 import torch
+from side_by_side import interleaved_p50, suite_bench, timing_arguments
 
-from kdbench import measurement
-from kdbench.cache import default_cache_dir
 from kdbench.evaluation import Deployable
-from kdbench.interfaces import ModelSpec
 from kdbench.plugins import get_registry
-from kdbench.suite import load_suite
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite")
     parser.add_argument("--target", default="cpu")
-    parser.add_argument("--utterances", type=int, default=8, help="test utterances (from the last test split)")
-    parser.add_argument("--block", type=float, default=0.5, help="seconds per model per block")
-    parser.add_argument("--blocks", type=int, default=4, help="blocks per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    timing_arguments(parser, block=0.5, blocks=4)
     args = parser.parse_args()
 
-    rs = load_suite(args.suite, get_registry())
-    corpus = rs.dataset.build(cache_dir=default_cache_dir()).load()
-    task = rs.task.build()
-    task.setup(corpus)
-    frontend = rs.frontend.build(corpus_info=corpus.info)
-    spec = ModelSpec(input_dim=frontend.output_dim, output_dim=task.output_dim(), extras=dict(corpus.info))
+    rs, spec, frontend, inputs = suite_bench(args.suite, args.utterances)
     target_ref = next((t for t in rs.targets if t.label == args.target), None)
     target = (target_ref or get_registry().get("targets", args.target)).build()
-    examples = list(corpus.tests.values())[-1][: args.utterances]
-    inputs = []
-    for e in examples:
-        batch = task.collate([e])
-        inputs.append((e.id, (batch.inputs, batch.input_lengths), float(e.meta.get("duration", 1.0))))
-
     deployed = {}
     for ref in [*rs.teachers, *rs.students]:
         torch.manual_seed(0)
@@ -65,21 +47,12 @@ def main():
     print("|" + " --- |" * (2 * len(deployed) + 1))
     ratios: dict[str, list[float]] = {s: [] for s in deployed if s != teacher}
     for r in range(1, args.rounds + 1):
-        seconds: dict[str, list[float]] = {name: [] for name in deployed}
-        busy = []
-        for _ in range(args.blocks):
-            for name, (module, _) in deployed.items():
-                def forward(x, module=module):
-                    with torch.inference_mode():
-                        return module(*x)
-                timing = measurement.time_runs(forward, inputs, warmup=2, runs=len(inputs), min_seconds=args.block)
-                seconds[name] += timing.seconds
-                busy.append(timing.other_cores)
-        p50 = {name: 1000 * measurement.percentile(s, 0.5) for name, s in seconds.items()}
+        p50, busy = interleaved_p50({name: module for name, (module, _) in deployed.items()}, inputs,
+                                    args.blocks, args.block)
         for s in ratios:
             ratios[s].append(p50[teacher] / p50[s])
         print(f"| {r} | " + " | ".join(f"{p50[n]:.3f}" for n in deployed) + " | "
-              + " | ".join(f"{ratios[s][-1]:.2f}x" for s in ratios) + f" | {max(busy):.2f} |")
+              + " | ".join(f"{ratios[s][-1]:.2f}x" for s in ratios) + f" | {busy:.2f} |")
     print("median speed-up over the teacher: " + ", ".join(f"{s} {statistics.median(v):.2f}x" for s, v in ratios.items()))
 
 
