@@ -142,17 +142,28 @@ class Runner:
         return resolved.build(model_spec=self.model_spec, frontend=self.frontend)
 
     def _check_compressions(self) -> None:
-        """Every compression prepared on every student it is crossed with, before anything trains:
-        a student it cannot compress is one line here, not a failed row per run and target later."""
+        """Every compression prepared and finished on every student it is crossed with, before
+        anything trains: a student it cannot compress is one line here, not a failed row per run
+        and target later. A compression that changes the student's shapes (pruning) cannot be
+        crossed with a loss that reads its hidden layers: a hint projects them from their width."""
+        hints = [(li, loss) for li, loss in enumerate(self.rs.losses) if teacher_layers(loss)]
         for ci, compression in enumerate(self.rs.compressions):
             for si, student in enumerate(self.rs.students):
                 if not student.ref.compress:
                     continue
+                where = f"{self.rs.path}: {compression.path} ({compression.label}) on students[{si}] ({student.label})"
+                model = student.build(model_spec=self.model_spec)
+                shapes = _shapes(model)
                 try:
-                    self._compression(compression).prepare(student.build(model_spec=self.model_spec))
+                    c = self._compression(compression)
+                    reshaped = _shapes(c.finish(c.prepare(model))) != shapes
                 except ValueError as exc:
-                    raise SuiteError(f"{self.rs.path}: {compression.path} ({compression.label}) on students[{si}] "
-                                     f"({student.label}): {_one_line(exc)}") from None
+                    raise SuiteError(f"{where}: {_one_line(exc)}") from None
+                if reshaped and hints:
+                    li, loss = hints[0]
+                    raise SuiteError(f"{where} with losses[{li}] ({loss.label}): the loss reads the student's hidden "
+                                     f"layers through a projection sized by their width, which {compression.label} "
+                                     "changes; leave one of them out of the suite")
 
     # ---- teachers and references ----------------------------------------------------------
     def _providers(self, **models: Resolved | None) -> dict[str, str]:
@@ -723,6 +734,10 @@ class Runner:
 def _failed(identity: RunIdentity, run_key: str, target: str, exc: BaseException) -> Row:
     return Row(identity.role, identity.model, identity.teacher, identity.loss, identity.seed, target, "failed",
                run_key, error=_error_text(exc))
+
+
+def _shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
 def _restores(compression: Compression | None, model: torch.nn.Module, state: Any) -> bool:

@@ -233,6 +233,9 @@ BAD = {  # suite overrides -> what the one error line says
         "90% of some layer's channels",)),
     "pruning a recurrent student": ({"students": [GRU], "compressions": ["prune"]}, (
         "compressions[0] (prune) on students[0] (gru-ctc): prune: GruCtc cannot be pruned",)),
+    "pruning under a hint loss": ({"compressions": ["prune"], "losses": ["ctc", "hint"]}, (
+        "compressions[0] (prune) on students[0] (conformer-ctc) with losses[1] (hint): the loss reads the student's "
+        "hidden layers through a projection sized by their width, which prune changes",)),
 }
 
 

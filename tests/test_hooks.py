@@ -251,9 +251,9 @@ def test_register_augmentations(run):
 def test_register_compressions(run):
     registry, result = run
     assert registered_by_throwaway(registry, "compressions", "tw-compression")
-    # once checked on the student before anything trained, once on the run it is crossed with
-    assert USED["compressions"] == 2
-    assert USED["compression_steps"] == 2 and USED["compression_finished"] == 1  # after each of 2 steps, then done
+    # once checked on the student before anything trained (prepared and finished), once on the run
+    assert USED["compressions"] == 2 and USED["compression_finished"] == 2
+    assert USED["compression_steps"] == 2  # after each of the run's 2 steps
     dense, compressed = result.rows[1], result.rows[2]
     assert dense.run_key != compressed.run_key and dense.params == compressed.params
 
