@@ -315,7 +315,8 @@ def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = ()
     at once: a QAT student on int8 against the dense one on fp32)."""
     from kdbench.statistics import Scores, paired_bootstrap
 
-    a, b = _finished(results_dir, base), _finished(results_dir, other)
+    a = _finished(results_dir, base)
+    b = a if other == base else _finished(results_dir, other)
     for name, found in ((base, a), (other, b)):
         if not found:
             raise SuiteError(f"no finished results of suite {name!r} in {results_dir}/ ({name}/ or {name}.<fold>/)")
@@ -328,10 +329,10 @@ def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = ()
                 from kdbench.suggest import unknown_name_message
 
                 raise SuiteError(f"--vary {key}={x},{y}: suite {name!r}: {unknown_name_message(key, value, have)}")
+    varied = [key for key, _, _ in vary]
     for key, x, y in vary:  # every value checked above on the whole suite, then the rows narrowed
         a, b = _varied(a, key, x, f"{x} -> {y}"), _varied(b, key, y, f"{x} -> {y}")
     if vary:
-        varied = [key for key, _, _ in vary]
         a, b = _fill_blank(a, b, varied), _fill_blank(b, a, varied)
     common = [f for f in a if f in b and (not folds or f in folds)]
     missing = [f for f in folds if f not in common]
@@ -375,7 +376,6 @@ def contrast(results_dir: Path, base: str, other: str, folds: Sequence[str] = ()
             row["all over"] = "" if ci is None else (f"{ci.groups} speakers" if ci.clustered else "utterances")
         rows.append(row)
     if vary:
-        varied = [key for key, _, _ in vary]
         if not rows:
             raise SuiteError(f"--vary {' --vary '.join(f'{k}={x},{y}' for k, x, y in vary)}: no rows of the two "
                              f"agree on {', '.join(k for k in KEYS if k not in varied)}")

@@ -138,7 +138,6 @@ class StructuredPruning(Compression):
             self.example = torch.randn(1, 64, int(model_spec.input_dim))
         self.fine_tune_steps = options.fine_tune_steps
         self.fine_tune_lr_scale = options.fine_tune_lr_scale
-        self.ratio: float | None = None
         self.gradual = None  # the pruner that steps during training (schedule: gradual)
 
     def _pruner(self, model: nn.Module, ratio: float, steps: int = 1):
@@ -218,11 +217,11 @@ class StructuredPruning(Compression):
         return high
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.ratio = self._ratio(model)  # here, before anything trains: a student it cannot prune fails now
+        ratio = self._ratio(model)  # here, before anything trains: a student it cannot prune fails now
         if self.o.schedule == "gradual":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.gradual = self._pruner(model, self.ratio, steps=self.o.events)
+                self.gradual = self._pruner(model, ratio, steps=self.o.events)
         return model
 
     def step(self, model: nn.Module, progress: float) -> bool:
@@ -248,7 +247,7 @@ class StructuredPruning(Compression):
             while self.gradual.current_step < self.o.events:
                 self._step(model, self.gradual)
             return model
-        return self._pruned(model, self.ratio if self.ratio is not None else self._ratio(model))
+        return self._pruned(model, self._ratio(model))  # remembered per architecture: no second bisection
 
     def restore(self, model: nn.Module, state: dict) -> nn.Module:
         model = self._pruned(model, self._ratio(model))
